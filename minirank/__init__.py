@@ -1,0 +1,3 @@
+"""minirank: LLM reranking, built to be read."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,4 @@
+from minirank.cli import main
+import sys
+
+sys.exit(main())

