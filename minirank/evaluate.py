@@ -37,6 +37,9 @@ def evaluate(run: Run, qrels: Mapping[str, Mapping[str, int]], metrics: Sequence
     """Per-query scores ``{qid: {metric: value}}`` for every judged query (missing ones score 0)."""
     import pytrec_eval
 
+    needs: dict[tuple[str, int], set[str]] = {}
+    for m in metrics:
+        needs.setdefault(_trec_measure(m), set()).add(m)
     judged = {q: dict(j) for q, j in qrels.items()}
     missing = sorted(q for q in judged if not run.get(q))
     if missing:
@@ -48,9 +51,6 @@ def evaluate(run: Run, qrels: Mapping[str, Mapping[str, int]], metrics: Sequence
                       stacklevel=2)
     ordered = {q: ranked(run[q]) for q in judged if run.get(q)}
     per_query = {q: {m: 0.0 for m in metrics} for q in judged}
-    needs: dict[tuple[str, int], set[str]] = {}
-    for m in metrics:
-        needs.setdefault(_trec_measure(m), set()).add(m)
     for (name, cut), names in needs.items():
         depth = cut if name == "mrr" else None  # trec_eval's recip_rank has no cut-off: truncate the run
         strict = {q: {pid: float(len(order) - i) for i, pid in enumerate(order[:depth])}

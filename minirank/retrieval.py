@@ -91,7 +91,7 @@ class BM25:
 def _stemmer():
     try:
         import Stemmer
-        return Stemmer.Stemmer("english").stemWord
+        return Stemmer.Stemmer("english").stemWords
     except ImportError:  # PyStemmer is a dependency; without it BM25 still runs, unstemmed
         return None
 

