@@ -7,13 +7,15 @@ TREC ``qid 0 pid grade``), so ``ir_datasets.create_dataset`` reads them as well.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 SPLITS = ("train", "dev", "test")
-COURSE_DIR = Path(__file__).resolve().parent.parent / "data" / "course"
+#: The course collection ships in the repository's data/ folder (set MINIRANK_DATA to point elsewhere).
+COURSE_DIR = Path(os.environ.get("MINIRANK_DATA", Path(__file__).resolve().parent.parent / "data" / "course"))
 
 #: Short names for real benchmarks (ir_datasets ids). TREC DL ships BM25's official top-1000 run.
 BENCHMARKS = {
@@ -125,6 +127,10 @@ def course_paths(split: str, root: str | Path | None = None) -> dict[str, Path]:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: expected one of {SPLITS}")
     root = Path(root) if root is not None else COURSE_DIR
+    if not root.is_dir():
+        raise FileNotFoundError(f"course collection folder {root} not found: it ships in the repository's data/ "
+                                f"folder (a pip install from git does not include it), so clone the repository "
+                                f"or set MINIRANK_DATA to its data/course folder")
     return {"docs_tsv": root / "passages.tsv", "queries_tsv": root / f"queries.{split}.tsv",
             "qrels_trec": root / f"qrels.{split}.txt"}
 
