@@ -32,7 +32,10 @@ def pick_dtype(device: torch.device | str | None = None) -> torch.dtype:
     """bfloat16 on GPUs that support it (Ampere, Hopper), float16 on older GPUs (Colab's T4), float32 on CPU."""
     device = torch.device(device) if device is not None else pick_device()
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # Native bf16 needs compute capability 8.0 (Ampere) or newer. torch.cuda.is_bf16_supported()
+        # alone says yes on a T4 (7.5) too, because it counts slow emulation, hence the explicit check.
+        major, _ = torch.cuda.get_device_capability(device)
+        return torch.bfloat16 if major >= 8 else torch.float16
     if device.type == "mps":
         return torch.float16
     return torch.float32

@@ -53,3 +53,12 @@ def test_tiny_model_is_deterministic():
     a, b = models.tiny_model(100, seed=3), models.tiny_model(100, seed=3)
     ids = torch.tensor([[1, 2, 3]])
     assert torch.equal(a(ids).logits, b(ids).logits)
+
+
+def test_gpu_dtype_by_compute_capability(monkeypatch):
+    """bf16 from Ampere (8.x) on, fp16 on a Colab T4 (7.5), even though torch reports emulated bf16 there."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    assert device.pick_dtype("cuda") == torch.float16
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    assert device.pick_dtype("cuda") == torch.bfloat16
