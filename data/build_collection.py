@@ -109,9 +109,29 @@ def pool(queries, qid, qrels, passages_text) -> list[tuple[str, str]]:
     return sorted(set(todo))
 
 
+def stats(queries, qid, qrels, slots) -> str:
+    """The datasheet's statistics table (data/README.md quotes this output)."""
+    split_of = {qid[q["key"]]: q["split"] for q in queries}
+    lines = ["| split | queries | judgements | per query (min-max) | grade 0 | grade 1 | grade 2 | grade 3 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for split in ("train", "dev", "test", "all"):
+        mine = [q for q in qrels if split in ("all", split_of[q])]
+        grades = Counter(g for q in mine for g in qrels[q].values())
+        sizes = [len(qrels[q]) for q in mine]
+        lines.append(f"| {split} | {len(mine)} | {sum(sizes)} | {min(sizes)}-{max(sizes)} | "
+                     + " | ".join(str(grades[g]) for g in range(4)) + " |")
+    kinds = Counter(s["kind"] for s in slots)
+    words = sorted(len(s["text"].split()) for s in slots)
+    lines += ["", f"{len(slots)} passages in {len({s['domain'] for s in slots})} domains; "
+              f"words per passage: median {words[len(words) // 2]}, range {words[0]}-{words[-1]}; "
+              f"by kind: " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pool", action="store_true", help="write data/authoring/pool/*.tsv: pairs still to judge")
+    parser.add_argument("--stats", action="store_true", help="print the datasheet's statistics (markdown)")
     args = parser.parse_args()
     slots, pid, queries, qid, qrels = assemble(load_domains())
     for q, judged in read_judgements().items():
@@ -120,6 +140,8 @@ def main() -> None:
                 print(f"note: pool judgement {q} {p} = {g} differs from the authored grade {qrels[q][p]}; authored kept")
             qrels.setdefault(q, {}).setdefault(p, g)
     write(slots, pid, queries, qid, qrels)
+    if args.stats:
+        print(stats(queries, qid, qrels, slots))
     passages_text = {pid[s["key"]]: s["text"] for s in slots}
     todo = pool(queries, qid, qrels, passages_text)
     print(f"{len(slots)} passages, {len(queries)} queries, "

@@ -209,16 +209,30 @@ def ranknet_grad(
     return torch.where(valid, grad, 0.0) * _grad_scale(scores.shape[0], reduction)
 
 
-def delta_ndcg(scores: Tensor, labels: Tensor, mask: Tensor | None = None, k: int | None = None) -> Tensor:
+def delta_ndcg(
+    scores: Tensor,
+    labels: Tensor,
+    mask: Tensor | None = None,
+    k: int | None = None,
+    gain: Literal["exp2", "linear"] = "exp2",
+) -> Tensor:
     """|Delta nDCG@k| (B, n, n) from swapping candidates i and j in the current score order.
 
-    Burges et al. 2006 (LambdaRank), gain 2^label - 1, discount 1/log2(1 + position). Positions
-    come from the detached scores (ties broken by index); the result carries no gradient.
-    A query whose ideal DCG is 0 (no relevant candidate) gets all-zero weights.
+    Burges et al. 2006 (LambdaRank): gain 2^label - 1 ("exp2"), or the label itself ("linear",
+    trec_eval's nDCG as in minirank.evaluate); discount 1/log2(1 + position). Positions come from
+    the detached scores (ties broken by index); the result carries no gradient. A query whose
+    ideal DCG is 0 (no relevant candidate) gets all-zero weights.
     """
     valid = _valid(scores, mask)
     n = scores.shape[1]
-    gains = torch.where(valid, torch.pow(2.0, torch.where(valid, labels, 0.0)) - 1.0, 0.0).to(scores.dtype)
+    rel = torch.where(valid, labels, 0.0).to(scores.dtype)
+    if gain == "exp2":
+        gains = torch.pow(2.0, rel) - 1.0
+    elif gain == "linear":
+        gains = rel.clamp(min=0.0)
+    else:
+        raise ValueError(f"gain must be 'exp2' or 'linear', not {gain!r}")
+    gains = torch.where(valid, gains, 0.0)
     key = torch.where(valid, scores.detach(), float("-inf"))
     order = torch.sort(key, dim=1, descending=True, stable=True).indices
     ranks = torch.arange(1, n + 1, device=scores.device)
@@ -242,16 +256,17 @@ def lambdarank_loss(
     k: int | None = None,
     pair_reduction: PairReduction = "sum",
     reduction: Reduction = "mean",
+    gain: Literal["exp2", "linear"] = "exp2",
 ) -> Tensor:
     """LambdaRank (Burges et al. 2006; compared in FIRST §4.2, Table 3).
 
     RankNet over pairs with label_i > label_j, each weighted by the detached |Delta nDCG@k|
-    of swapping i and j in the current score order (see delta_ndcg).
+    of swapping i and j in the current score order (see delta_ndcg for k and gain).
     """
     valid = _valid(scores, mask)
     rel = torch.where(valid, labels, 0.0)
     prefer = rel[:, :, None] > rel[:, None, :]
-    weights = delta_ndcg(scores, labels, mask, k)
+    weights = delta_ndcg(scores, labels, mask, k, gain)
     return _pairwise_logistic(scores, prefer, weights, valid, pair_reduction, reduction)
 
 
