@@ -152,6 +152,8 @@ def main() -> None:
         for q, p in todo:
             by_domain.setdefault(info[q]["domain"], []).append((q, p))
         (AUTHORING / "pool").mkdir(exist_ok=True)
+        for old in (AUTHORING / "pool").glob("*.tsv"):
+            old.unlink()  # the pool folder lists only what is still to judge
         for domain, pairs in by_domain.items():
             with open(AUTHORING / "pool" / f"{domain}.tsv", "w", encoding="utf-8") as f:
                 f.write("qid\tpid\tgrade\tquery\tnarrative\tpassage\n")

@@ -124,13 +124,15 @@ def format_table(rows: Sequence[Mapping[str, object]]) -> str:
     if not rows:
         return "(no rows)"
     columns = list(dict.fromkeys(c for row in rows for c in row))
-    cells = [[_fmt(row.get(c, "")) for c in columns] for row in rows]
+    cells = [[_fmt(row.get(c, ""), p_value=c.startswith("p ")) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     line = lambda values: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths)))
     return "\n".join([line(columns), line(["-" * w for w in widths]), *map(line, cells)])
 
 
-def _fmt(value: object) -> str:
+def _fmt(value: object, p_value: bool = False) -> str:
+    if p_value and isinstance(value, float):
+        return "<0.001" if value < 0.001 else f"{value:.3f}"
     if isinstance(value, float):
         return f"{value:.3f}" if not math.isnan(value) else "nan"
     return str(value)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 Run = dict[str, dict[str, float]]
+TIE_MARGIN = 50  # retrievers look this far past k so that ties at rank k are broken by `ranked`
 
 
 def ranked(scores: Mapping[str, float], k: int | None = None) -> list[str]:
@@ -32,9 +33,9 @@ def from_rankings(rankings: Mapping[str, list[str]]) -> Run:
 
 
 def write_run(run: Run, path: str | Path, tag: str = "minirank") -> Path:
-    """Write a run in TREC format (``qid Q0 pid rank score tag``); refuses to overwrite a different file."""
+    """Write a run in TREC format (``qid Q0 pid rank score tag``, scores written losslessly); refuses to overwrite a different file."""
     path = Path(path)
-    lines = [f"{qid} Q0 {pid} {rank} {run[qid][pid]:.6f} {tag}\n"
+    lines = [f"{qid} Q0 {pid} {rank} {float(run[qid][pid])!r} {tag}\n"
              for qid in sorted(run) for rank, pid in enumerate(ranked(run[qid]), start=1)]
     text = "".join(lines)
     if path.exists() and path.read_text(encoding="utf-8") != text:
@@ -82,10 +83,12 @@ class BM25:
         qids = list(queries)
         tokens = self._bm25s.tokenize([queries[q] for q in qids], stopwords="en", stemmer=self._stemmer,
                                       show_progress=False)
-        k = min(k, len(self.pids))
-        docs, scores = self.index.retrieve(tokens, k=k, show_progress=False)
-        return {qid: {self.pids[d]: float(s) for d, s in zip(docs[i], scores[i]) if s > 0}
-                for i, qid in enumerate(qids)}
+        # Retrieve past k, then cut with `ranked`: a score tie at rank k is broken by id, not by bm25s.
+        depth = min(k + TIE_MARGIN, len(self.pids))
+        docs, scores = self.index.retrieve(tokens, k=depth, show_progress=False)
+        run = {qid: {self.pids[d]: float(s) for d, s in zip(docs[i], scores[i]) if s > 0}
+               for i, qid in enumerate(qids)}
+        return top_k(run, k)
 
 
 def _stemmer():
@@ -136,9 +139,9 @@ class Dense:
     def search(self, queries: Mapping[str, str], k: int = 100) -> Run:
         qids = list(queries)
         sims = self.encode([queries[q] for q in qids]) @ self.embeddings.T
-        k = min(k, len(self.pids))
+        depth = min(k + TIE_MARGIN, len(self.pids))
         run: Run = {}
         for i, qid in enumerate(qids):
-            best = np.argpartition(-sims[i], k - 1)[:k]
+            best = np.argpartition(-sims[i], depth - 1)[:depth]
             run[qid] = {self.pids[j]: float(sims[i, j]) for j in best}
-        return run
+        return top_k(run, k)

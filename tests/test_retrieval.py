@@ -22,7 +22,7 @@ def test_dense_finds_paraphrase(tiny_collection):
 def test_run_round_trip_and_no_silent_overwrite(tmp_path):
     run = {"q1": {"a": 2.0, "b": 2.0, "c": 5.0}, "q2": {"z": 1.0}}
     path = retrieval.write_run(run, tmp_path / "bm25.run", tag="bm25")
-    assert path.read_text().splitlines()[0] == "q1 Q0 c 1 5.000000 bm25"
+    assert path.read_text().splitlines()[0] == "q1 Q0 c 1 5.0 bm25"
     assert retrieval.read_run(path) == run
     retrieval.write_run(run, path, tag="bm25")  # the same content again is fine
     with pytest.raises(FileExistsError, match="holds a different run"):
@@ -39,3 +39,10 @@ def test_read_run_names_bad_line(tmp_path):
 def test_ranked_breaks_ties_by_id():
     assert retrieval.ranked({"b": 1.0, "a": 1.0, "c": 2.0}) == ["c", "a", "b"]
     assert retrieval.ranked({"b": 1.0, "a": 1.0, "c": 2.0}, k=2) == ["c", "a"]
+
+
+def test_ties_at_the_cut_are_broken_by_id():
+    """bm25s picks arbitrarily among equal scores at rank k; minirank's cut must not."""
+    passages = {f"d{i}": "apple banana" for i in range(5)} | {"d9": "apple apple banana cherry"}
+    run = retrieval.BM25(passages).search({"q": "banana"}, k=2)
+    assert retrieval.ranked(run["q"]) == ["d0", "d1"]
