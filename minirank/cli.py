@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+
+#: `minirank bench NAME ...` hands the rest of the command line to NAME's module (each owns its options).
+BENCHMARKS = {"latency": "minirank.latency", "finetune": "minirank.train"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,6 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--json", dest="json_path", help="also write the numbers to this JSON file")
     demo.add_argument("--force", action="store_true", help="overwrite an existing --json file")
 
+    bench = sub.add_parser("bench", help="benchmarks: `minirank bench latency|finetune --help`", add_help=False)
+    bench.add_argument("which", choices=sorted(BENCHMARKS), help="which benchmark")
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own options")
+
     setup = sub.add_parser("setup", help="put the default model in place (convert once, cache) and say where")
     setup.add_argument("--model", default=None)
 
@@ -27,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
 
             methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
             run_demo(args.split, methods, args.model, args.depth, args.json_path, args.force)
+        elif args.command == "bench":
+            return importlib.import_module(BENCHMARKS[args.which]).bench_main(args.rest)
         elif args.command == "setup":
             from minirank import models
             from minirank.device import describe
