@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from minirank import prompts as P
 from minirank.device import synchronize
@@ -156,14 +157,15 @@ class ListwiseReranker:
             yield slice(start, min(n, start + self.batch_size))
 
     def rerank(self, collection_or_queries, candidates: Run, k: int | None = None,
-               passages: Mapping[str, str] | None = None) -> Run:
+               passages: Mapping[str, str] | None = None, progress: bool = False) -> Run:
         """Rerank the top ``k`` (default: all) candidates of every query; returns a run whose scores
         (n, n-1, ..., 1) reproduce the new order, the rest keeping their first-stage order below.
 
         ``collection_or_queries``: a :class:`minirank.data.Collection` (or anything with ``.queries``
         and ``.passages``), or a ``{qid: query text}`` mapping together with ``passages``.
         Windows of every query are batched together step by step (window i of all queries, then
-        window i+1), since each window of a query depends on the one before. Counters: ``self.stats``.
+        window i+1), since each window of a query depends on the one before. Counters: ``self.stats``;
+        ``progress=True`` shows a progress bar over windows.
         """
         queries, texts = _queries_and_passages(collection_or_queries, passages)
         if not candidates:
@@ -180,6 +182,8 @@ class ListwiseReranker:
             schedules[qid] = [(s, e) for s, e in window_schedule(depth, self.window, self.stride) if e - s > 1]
         self.reset_stats()
         self.stats["queries"] = len(orders)
+        bar = tqdm(total=sum(len(w) for w in schedules.values()), desc=self.method, unit="window",
+                   disable=not progress, leave=False)
         start = time.perf_counter()
         step = 0
         while True:
@@ -194,7 +198,11 @@ class ListwiseReranker:
                     raise KeyError(f"query {qid!r}: candidate passage {err.args[0]!r} is not in the "
                                    f"collection's passages") from None
             prompts = [self.prompt(queries[qid], w) for (qid, _), w in zip(jobs, window_texts)]
-            permutations = self.order_windows(prompts, [e - s for _, (s, e) in jobs])
+            sizes = [e - s for _, (s, e) in jobs]
+            permutations = []
+            for part in self._batches(len(prompts)):
+                permutations += self.order_windows(prompts[part], sizes[part])
+                bar.update(part.stop - part.start)
             for (qid, (s, e)), perm in zip(jobs, permutations):
                 window = orders[qid][s:e]
                 orders[qid][s:e] = [window[i] for i in perm]
@@ -202,6 +210,7 @@ class ListwiseReranker:
             step += 1
         synchronize(_device(self.model))  # GPU timings must wait for queued work
         self.stats["seconds"] = time.perf_counter() - start
+        bar.close()
         return from_rankings(orders)
 
 
@@ -372,7 +381,7 @@ def _demo_row(cls):
     def rerank(collection, candidates: Run, model_name: str | None):
         model, tokenizer = shared_model(model_name)
         reranker = cls(model, tokenizer, max_passage_tokens=DEMO_PASSAGE_TOKENS)
-        run = reranker.rerank(collection, candidates)
+        run = reranker.rerank(collection, candidates, progress=True)
         # `seconds` is the reranking alone, without the one-time model load that the first LLM row would pay
         extra = {"seconds": reranker.stats["seconds"], "windows": reranker.stats["windows"],
                  "repairs": reranker.stats["repaired_windows"]}

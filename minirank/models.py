@@ -134,10 +134,16 @@ def load(name: str | os.PathLike | None = None, device: str | torch.device | Non
     """Load ``(model, tokenizer)`` in eval mode on the device and dtype chosen by :mod:`minirank.device`."""
     from transformers import AutoModelForCausalLM
 
+    from transformers.utils import logging as hf_logging
+
     device = pick_device(device)
     dtype = dtype or pick_dtype(device)
     source = resolve(name)
-    model = _from_pretrained(AutoModelForCausalLM, source, dtype=dtype).to(device).eval()
+    hf_logging.disable_progress_bar()  # a cached checkpoint loads in a second: no bar needed
+    try:
+        model = _from_pretrained(AutoModelForCausalLM, source, dtype=dtype).to(device).eval()
+    finally:
+        hf_logging.enable_progress_bar()
     return model, load_tokenizer(name)
 
 
