@@ -256,7 +256,7 @@ class FirstReranker(ListwiseReranker):
         scores: list[list[float]] = []
         for part in self._batches(len(prompts)):
             ids, mask = P.encode(self.tokenizer, prompts[part], device)
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), **extra)
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=False, **extra)
             last = out.logits[:, -1, :].float()
             chosen = last[:, self.token_ids].cpu()
             scores.extend(row[:n].tolist() for row, n in zip(chosen, n_per_prompt[part]))
