@@ -1,4 +1,4 @@
-"""Listwise reranking with an LLM: sliding windows, generated permutations, and FIRST (chapter 4).
+"""Listwise reranking with an LLM: sliding windows, generated permutations, and FIRST (chapters 2 and 3).
 
 Both rerankers here share everything except the one step that differs (FIRST §3.1-3.2):
 
@@ -8,7 +8,7 @@ Both rerankers here share everything except the one step that differs (FIRST §3
   logits of their identifier tokens at the first answer position.
 
 Same candidates, same prompt (:func:`minirank.prompts.build_prompt`), same windows
-(:func:`window_schedule`), same batching: the comparison of chapter 4 (FIRST §4.3) is fair by
+(:func:`window_schedule`), same batching: the comparison of chapter 3 (FIRST §4.3) is fair by
 construction. Importing this module adds the rows ``listwise-gen`` and ``first`` to ``minirank demo``.
 """
 from __future__ import annotations

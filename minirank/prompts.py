@@ -2,7 +2,7 @@
 
 The prompt follows RankGPT / RankZephyr in spirit (the wording is minirank's own): list the passages
 with identifiers, repeat the query, ask for all identifiers in decreasing relevance as
-``[B] > [A] > [C]``. Two details make the same prompt serve both methods of chapter 4:
+``[B] > [A] > [C]``. Two details make the same prompt serve both methods of chapters 2 and 3:
 
 * the assistant turn already holds the opening ``[`` of the answer, so the *next* token the model
   predicts is the letter of the passage it ranks first. Generation (§3.1) continues from there;

@@ -1,4 +1,4 @@
-"""Chapter 4: FIRST single-token ranking (FIRST §3.2) and the agreement analysis of its Figure 2."""
+"""Chapter 3: FIRST single-token ranking (FIRST §3.2) and the agreement analysis of its Figure 2."""
 import functools
 import os
 from types import SimpleNamespace

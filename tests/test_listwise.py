@@ -1,4 +1,4 @@
-"""Chapter 4: the sliding window, parsing generated permutations, and the shared reranking loop (FIRST §3.1)."""
+"""Chapter 2: the sliding window, parsing generated permutations, and the shared reranking loop (FIRST §3.1)."""
 import functools
 import random
 import re

@@ -1,4 +1,4 @@
-"""Chapter 4: listwise prompts and single-token identifiers (FIRST §3.1-3.2)."""
+"""Chapter 2: listwise prompts and single-token identifiers (FIRST §3.1-3.2)."""
 import copy
 import functools
 
