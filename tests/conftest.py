@@ -23,3 +23,11 @@ def tiny_collection(tiny_dir):
     qrels = read_qrels(tiny_dir / "qrels.txt")
     check_consistency(queries, qrels, passages, "tiny")
     return Collection("tiny", passages, queries, qrels)
+
+
+@pytest.fixture(scope="session")
+def tok():
+    """The default model's tokenizer (from the cached conversion), loaded once per test session."""
+    from minirank.models import load_tokenizer
+
+    return load_tokenizer()

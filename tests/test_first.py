@@ -1,5 +1,4 @@
 """Chapter 3: FIRST single-token ranking (FIRST §3.2) and the agreement analysis of its Figure 2."""
-import functools
 import os
 from types import SimpleNamespace
 
@@ -11,21 +10,11 @@ from minirank import agreement as A
 from minirank import listwise as L
 from minirank import prompts as P
 from minirank.data import Collection
-from minirank.models import load_tokenizer, tiny_model
+from minirank.models import tiny_model
 from minirank.retrieval import ranked
 
 PASSAGES = ["Paris is the capital and largest city of France.", "Berlin is the capital of Germany.",
             "Bananas are yellow when ripe.", "The Eiffel Tower is in Paris.", "Rome is in Italy."]
-
-
-@functools.lru_cache(maxsize=1)
-def tokenizer():
-    return load_tokenizer()
-
-
-@pytest.fixture
-def tok():
-    return tokenizer()
 
 
 class KnownLogits(torch.nn.Module):

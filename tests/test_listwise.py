@@ -1,5 +1,4 @@
 """Chapter 2: the sliding window, parsing generated permutations, and the shared reranking loop (FIRST §3.1)."""
-import functools
 import random
 import re
 from types import SimpleNamespace
@@ -12,18 +11,8 @@ from hypothesis import strategies as st
 from minirank import listwise as L
 from minirank import prompts as P
 from minirank.data import Collection
-from minirank.models import load_tokenizer, tiny_model
+from minirank.models import tiny_model
 from minirank.retrieval import ranked
-
-
-@functools.lru_cache(maxsize=1)
-def tokenizer():
-    return load_tokenizer()
-
-
-@pytest.fixture
-def tok():
-    return tokenizer()
 
 
 # ---------------------------------------------------------------- window schedule

@@ -1,25 +1,13 @@
 """Chapter 2: listwise prompts and single-token identifiers (FIRST §3.1-3.2)."""
 import copy
-import functools
 
 import pytest
 
 from minirank import prompts as P
-from minirank.models import load_tokenizer
 
 PASSAGES = ["Paris is the capital and largest city of France.",
             "Berlin is the capital of Germany.\nIt has many museums.",
             "Bananas are yellow when ripe."]
-
-
-@functools.lru_cache(maxsize=1)
-def tokenizer():
-    return load_tokenizer()
-
-
-@pytest.fixture
-def tok():
-    return tokenizer()
 
 
 # ---------------------------------------------------------------- identifiers
