@@ -35,7 +35,7 @@ def _register_rerankers() -> None:
     """Import the chapters' modules that add rows (kept lazy: the demo's first rows need no LLM)."""
     import importlib
 
-    for module in ("minirank.listwise",):
+    for module in ("minirank.listwise", "minirank.train"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as err:

@@ -1,0 +1,248 @@
+"""Chapter 5: LoRA fine-tuning with FIRST's joint objective (FIRST §3.2, eq. 1-3).
+
+A tiny random Llama (minirank.models.tiny_model) with the real tokenizer: the examples, the loss positions
+and the Trainer are the real ones, only the network is small. Everything here runs in well under a minute.
+"""
+import functools
+import json
+
+import pytest
+import torch
+
+from minirank import losses as LOSSES
+from minirank import prompts as P
+from minirank import train as T
+from minirank.models import load_tokenizer, tiny_model
+
+PASSAGES = ["Paris is the capital and largest city of France.", "Bananas are yellow when ripe.",
+            "The Eiffel Tower stands in Paris, France.", "Berlin is the capital of Germany."]
+
+
+@functools.lru_cache(maxsize=1)
+def tokenizer():
+    return load_tokenizer()
+
+
+@pytest.fixture
+def tok():
+    return tokenizer()
+
+
+def windows():
+    return [T.make_window("q1", "capital of france", ["p1", "p2", "p3", "p4"], PASSAGES, [0, 2, 3, 1], [3, 0, 2, 1]),
+            T.make_window("q2", "yellow fruit", ["p1", "p2", "p3"], PASSAGES[:3], [1, 0, 2], [0, 3, 0]),
+            T.make_window("q3", "german capital", ["p4", "p1", "p2", "p3"], [PASSAGES[3], *PASSAGES[:3]],
+                          [0, 1, 3, 2]),  # a teacher run's strict ordering: labels derived from ranks
+            T.make_window("q4", "eiffel tower", ["p3", "p2"], [PASSAGES[2], PASSAGES[1]], [0, 1], [2, 0])]
+
+
+@pytest.fixture
+def examples(tok):
+    return T.build_examples(windows(), tok, max_passage_tokens=12)
+
+
+def config(**kw):
+    values = dict(model="tiny-test", max_steps=4, save_steps=2, logging_steps=1, learning_rate=5e-2, seed=3)
+    values.update(kw)
+    return T.TrainConfig(**values)
+
+
+# ------------------------------------------------------------------ examples and their loss positions
+
+def test_example_masks_everything_but_the_permutation(tok, examples):
+    ex = examples[0]
+    assert ex["target"] == "A] > [C] > [D] > [B]"
+    prompt_ids = tok.encode(ex["prompt"], add_special_tokens=False)
+    n = len(prompt_ids)
+    assert ex["input_ids"][:n] == prompt_ids  # the prompt exactly as FIRST sees it at inference
+    assert ex["labels"][:n] == [-100] * n
+    answer = ex["labels"][n:]
+    assert answer == ex["input_ids"][n:]
+    assert tok.decode(answer[:-1]) == "A] > [C] > [D] > [B]" and answer[-1] == tok.eos_token_id
+    assert ex["target_ranks"] == [1, 4, 2, 3] and ex["grades"] == [3, 0, 2, 1]
+    assert examples[2]["grades"] == [4.0, 3.0, 1.0, 2.0]  # teacher ordering without grades: m - rank
+
+
+def test_rank_position_is_the_opening_bracket_whose_logits_predict_the_first_identifier(tok, examples):
+    for ex in examples:
+        pos = ex["rank_position"]
+        assert tok.convert_ids_to_tokens(ex["input_ids"][pos]) == "["
+        assert ex["prompt"].endswith("[") and pos == len(tok.encode(ex["prompt"], add_special_tokens=False)) - 1
+        first = ex["input_ids"][pos + 1]  # the token predicted from position pos ...
+        assert ex["labels"][pos + 1] == first  # ... is the first LM target ...
+        best = ex["target_ranks"].index(1)
+        assert first == ex["identifier_ids"][best]  # ... and the identifier of the teacher's best passage
+    assert examples[0]["identifier_ids"] == P.identifier_token_ids(tok, "ABCD")
+
+
+def test_data_hash_follows_the_data(tok, examples):
+    assert T.data_hash(examples) == T.data_hash(T.build_examples(windows(), tok, max_passage_tokens=12))
+    assert T.data_hash(examples) != T.data_hash(T.build_examples(windows(), tok, max_passage_tokens=4))
+
+
+# ------------------------------------------------------------------ the joint loss, by hand
+
+def test_joint_loss_equals_lm_plus_lambda_rank_by_hand_and_the_trainer_uses_it(tok, examples):
+    model = tiny_model(len(tok), seed=1)
+    batch = T.collate(examples[:2], P.pad_token_id(tok))
+    with torch.no_grad():
+        total, parts = T.joint_loss(model, batch, "joint", lam=10.0)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    # eq. 1 by hand: -log p(target token) averaged over every target token of the batch
+    nll = []
+    for b, ex in enumerate(examples[:2]):
+        logp = torch.log_softmax(logits[b].float(), -1)
+        nll += [-logp[t - 1, ex["input_ids"][t]] for t in range(len(ex["input_ids"])) if ex["labels"][t] != -100]
+    lm = torch.stack(nll).mean()
+    # eq. 2 by hand, averaged over the pairs with a preference (FIRST's code), grade ties left out
+    ranks_per_query = []
+    for b, ex in enumerate(examples[:2]):
+        s = logits[b, ex["rank_position"], ex["identifier_ids"]].float()
+        r, g = ex["target_ranks"], ex["grades"]
+        terms = [torch.nn.functional.softplus(s[j] - s[i]) / (r[i] + r[j])
+                 for i in range(len(r)) for j in range(len(r)) if r[i] < r[j] and g[i] != g[j]]
+        ranks_per_query.append(torch.stack(terms).mean())
+    rank = torch.stack(ranks_per_query).mean()
+    assert torch.allclose(torch.tensor(parts["loss_lm"]), lm, atol=1e-5)
+    assert torch.allclose(torch.tensor(parts["loss_rank"]), rank, atol=1e-6)
+    assert torch.allclose(total, lm + 10.0 * rank, atol=1e-5)
+    # the Trainer subclass returns exactly this loss
+    trainer = T._trainer_class().__new__(T._trainer_class())
+    trainer.objective, trainer.lam, trainer.pair_reduction = "joint", 10.0, "mean"
+    trainer._parts = {}
+    with torch.no_grad():
+        assert torch.equal(trainer.compute_loss(model.eval(), batch), total)
+    # ablations: -LM drops L_LM, lm-only drops L_Rank
+    with torch.no_grad():
+        assert torch.allclose(T.joint_loss(model, batch, "-lm")[0], 10.0 * rank, atol=1e-5)
+        assert torch.allclose(T.joint_loss(model, batch, "lm-only")[0], lm, atol=1e-5)
+
+
+def test_rank_loss_matches_minirank_losses_for_strict_teacher_orderings():
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(3, 5, generator=g, dtype=torch.float64)
+    ranks = torch.stack([torch.randperm(5, generator=g) + 1 for _ in range(3)])
+    grades = (6 - ranks).double()  # strict: no ties
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    for kind, weighting in (("weighted_ranknet", "inverse_mean_rank"), ("ranknet", None)):
+        mine = T.rank_loss(scores, ranks, grades, mask, kind)
+        ref = LOSSES.ranknet_loss(scores, ranks, mask, weighting, pair_reduction="mean")
+        assert torch.allclose(mine, ref)
+    assert torch.allclose(T.rank_loss(scores, ranks, grades, mask, "listnet"), LOSSES.listnet_loss(scores, grades, mask))
+
+
+# ------------------------------------------------------------------ training: determinism and resuming
+
+def test_same_seed_same_adapter_and_the_loss_goes_down(tok, examples, tmp_path):
+    a = T.train(examples, config(), model=tiny_model(len(tok)), tokenizer=tok, checkpoint_dir=tmp_path / "a")
+    b = T.train(examples, config(), model=tiny_model(len(tok)), tokenizer=tok, checkpoint_dir=tmp_path / "b")
+    c = T.train(examples, config(max_steps=1, seed=4), model=tiny_model(len(tok)), tokenizer=tok,
+                checkpoint_dir=tmp_path / "c")
+    wa, wb, wc = T.lora_state(a.model), T.lora_state(b.model), T.lora_state(c.model)
+    assert wa and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert any(not torch.equal(wa[k], wc[k]) for k in wa)
+    batch = T.collate(examples, P.pad_token_id(tok))
+    with torch.no_grad():
+        after = T.joint_loss(a.model, batch)[0]
+        with a.model.disable_adapter():  # LoRA starts as the identity (B = 0): this is the untrained model
+            before = T.joint_loss(a.model, batch)[0]
+    assert after < before
+    assert a.finished and not (tmp_path / "a").exists()  # checkpoints of a finished run are removed
+
+
+def test_resume_after_interruption_equals_an_uninterrupted_run(tok, examples, tmp_path):
+    straight = T.train(examples, config(), model=tiny_model(len(tok)), tokenizer=tok, checkpoint_dir=tmp_path / "s")
+    cut = T.train(examples, config(), model=tiny_model(len(tok)), tokenizer=tok, checkpoint_dir=tmp_path / "r",
+                  stop_after_steps=2, adapter_dir=tmp_path / "adapter")
+    assert not cut.finished and cut.adapter_dir is None and not (tmp_path / "adapter").exists()
+    assert T.last_checkpoint(tmp_path / "r").name == "checkpoint-2"
+    resumed = T.train(examples, config(), model=tiny_model(len(tok)), tokenizer=tok, checkpoint_dir=tmp_path / "r",
+                      adapter_dir=tmp_path / "adapter")
+    assert resumed.finished
+    assert [row["step"] for row in resumed.log_history if "loss" in row] == [1, 2, 3, 4]
+    ws, wr = T.lora_state(straight.model), T.lora_state(resumed.model)
+    assert all(torch.allclose(ws[k], wr[k], atol=1e-6) for k in ws)
+    # the saved adapter: safetensors + peft config + what made it; reloads to the same weights
+    files = {p.name for p in (tmp_path / "adapter").iterdir()}
+    assert files == {"adapter_model.safetensors", "adapter_config.json", "minirank_adapter.json"}
+    meta = json.loads((tmp_path / "adapter" / "minirank_adapter.json").read_text())
+    assert meta["base_model"] == "tiny-test" and meta["seed"] == 3 and meta["data_hash"] == T.data_hash(examples)
+    assert meta["config"]["lam"] == 10.0 and meta["config"]["objective"] == "joint"
+    reloaded = T.load_adapter(tiny_model(len(tok)), tmp_path / "adapter")
+    wl = T.lora_state(reloaded)
+    assert all(torch.equal(wr[k], wl[k]) for k in wr)
+    # never overwritten
+    with pytest.raises(FileExistsError, match="never overwrites"):
+        T.train(examples, config(), model=tiny_model(len(tok)), tokenizer=tok, adapter_dir=tmp_path / "adapter")
+
+
+# ------------------------------------------------------------------ bad input: clear errors
+
+def test_teacher_ordering_must_be_a_permutation():
+    with pytest.raises(ValueError, match=r"not a permutation.*repeats \[1\].*misses \[2\]"):
+        T.make_window("q", "query", ["a", "b", "c"], ["x", "y", "z"], [0, 1, 1])
+    with pytest.raises(ValueError, match=r"outside 0\.\.2: \[3\]"):
+        T.make_window("q", "query", ["a", "b", "c"], ["x", "y", "z"], [0, 1, 3])
+    with pytest.raises(ValueError, match="not a permutation"):
+        T.make_window("q", "query", ["a", "b", "c"], ["x", "y", "z"], [0, 1])
+
+
+def test_window_longer_than_the_context_is_refused(tok, examples):
+    with pytest.raises(ValueError, match=r"longer than the model's context of 64.*smaller max_passage_tokens"):
+        T.build_examples(windows()[:1], tok, max_passage_tokens=12, max_length=64)
+    short = tiny_model(len(tok), max_position_embeddings=64)
+    with pytest.raises(ValueError, match="longer than the model's context of 64"):
+        T.train(examples, config(), model=short, tokenizer=tok)
+
+
+def test_adapter_for_another_base_model_is_refused(tok, examples, tmp_path):
+    done = T.train(examples, config(max_steps=1), model=tiny_model(len(tok)), tokenizer=tok,
+                   checkpoint_dir=tmp_path / "ck", adapter_dir=tmp_path / "adapter")
+    assert done.adapter_dir == tmp_path / "adapter"
+    with pytest.raises(ValueError, match="trained on base model 'tiny-test'.*same shape, different weights"):
+        T.load_adapter(tiny_model(len(tok), seed=1), tmp_path / "adapter")
+    with pytest.raises(ValueError, match="hidden 32.*hidden 64"):
+        T.load_adapter(tiny_model(len(tok), hidden_size=64), tmp_path / "adapter")
+    with pytest.raises(FileNotFoundError, match="not a minirank adapter"):
+        T.load_adapter(tiny_model(len(tok)), tmp_path)
+
+
+def test_teacher_windows_from_qrels_and_from_a_teacher_run(tiny_collection):
+    from minirank.retrieval import BM25
+
+    cands = BM25(tiny_collection.passages).search(tiny_collection.queries, 6)
+    wins = T.teacher_windows(tiny_collection, cands, window=4, windows_per_query=2)
+    assert wins
+    for w in wins:
+        grades = [tiny_collection.qrels[w.qid].get(p, 0) for p in w.pids]
+        assert [grades[i] for i in w.order] == sorted(grades, reverse=True)
+        assert len(set(w.labels)) > 1
+    teacher = {q: {p: -float(i) for i, p in enumerate(sorted(s))} for q, s in cands.items()}  # by id
+    taught = T.teacher_windows(tiny_collection, cands, window=4, teacher=teacher)
+    for w in taught:
+        assert [w.pids[i] for i in w.order] == sorted(w.pids)
+
+
+# ------------------------------------------------------------------ the shipped adapter and the command line
+
+def test_shipped_adapter_is_small_loads_on_the_default_model_and_adds_the_demo_row():
+    from minirank.demo import RERANKERS
+    from minirank.models import DEFAULT_MODEL, load
+
+    if not T.SHIPPED_ADAPTER.is_dir():
+        assert "first-lora" not in RERANKERS
+        pytest.skip("no shipped adapter in data/adapters")
+    assert "first-lora" in RERANKERS
+    size = sum(f.stat().st_size for f in T.SHIPPED_ADAPTER.iterdir())
+    assert size < 3 * 2**20
+    meta = T.read_adapter_meta(T.SHIPPED_ADAPTER)
+    assert meta["base_model"] == DEFAULT_MODEL and meta["config"]["objective"] == "joint"
+    model, _ = load(DEFAULT_MODEL)
+    adapted = T.load_adapter(model, T.SHIPPED_ADAPTER)  # the signature check passes on the real base model
+    assert T.lora_state(adapted)
+
+
+def test_bench_finetune_rejects_unknown_objectives_before_any_work():
+    from minirank.cli import main
+
+    assert main(["bench", "finetune", "--objectives", "joint,nope"]) == 2
