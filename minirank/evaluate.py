@@ -119,12 +119,16 @@ def compare(runs: Mapping[str, Run], qrels: Mapping[str, Mapping[str, int]],
     return rows
 
 
-def format_table(rows: Sequence[Mapping[str, object]]) -> str:
-    """A plain-text table (numbers to 3 decimals) for terminals and notebook outputs."""
+def format_table(rows: Sequence[Mapping[str, object]], markdown: bool = False) -> str:
+    """A plain-text table (numbers to 3 decimals) for terminals and notebook outputs; with ``markdown=True``
+    the same cells as a pipe table, which is how the lessons quote a stored benchmark."""
     if not rows:
         return "(no rows)"
     columns = list(dict.fromkeys(c for row in rows for c in row))
     cells = [[_fmt(row.get(c, ""), p_value=c.startswith("p ")) for c in columns] for row in rows]
+    if markdown:
+        pipe = lambda values: "| " + " | ".join(v.replace("|", "\\|") for v in values) + " |"
+        return "\n".join([pipe(columns), "|" + "---|" * len(columns), *map(pipe, cells)])
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     line = lambda values: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths)))
     return "\n".join([line(columns), line(["-" * w for w in widths]), *map(line, cells)])

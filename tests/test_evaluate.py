@@ -70,3 +70,10 @@ def test_paired_test_detects_a_consistent_difference():
 def test_format_table_has_every_column():
     text = evaluate.format_table([{"method": "bm25", "ndcg@10": 0.5}, {"method": "dense", "ndcg@10": 0.25, "x": 1}])
     assert "0.500" in text and "0.250" in text and text.splitlines()[0].split() == ["method", "ndcg@10", "x"]
+
+
+def test_format_table_as_markdown_has_the_same_cells():
+    rows = [{"method": "a|b", "ndcg@10": 0.5, "p vs x": 0.0004}, {"method": "c", "ndcg@10": 0.25}]
+    lines = evaluate.format_table(rows, markdown=True).splitlines()
+    assert lines[0] == "| method | ndcg@10 | p vs x |" and lines[1] == "|---|---|---|"
+    assert lines[2] == "| a\\|b | 0.500 | <0.001 |" and lines[3] == "| c | 0.250 |  |"

@@ -3,7 +3,6 @@
 A tiny random Llama (minirank.models.tiny_model) with the real tokenizer: the examples, the loss positions
 and the Trainer are the real ones, only the network is small. Everything here runs in well under a minute.
 """
-import functools
 import json
 
 import pytest
@@ -12,20 +11,20 @@ import torch
 from minirank import losses as LOSSES
 from minirank import prompts as P
 from minirank import train as T
-from minirank.models import load_tokenizer, tiny_model
+from minirank.models import tiny_model
 
 PASSAGES = ["Paris is the capital and largest city of France.", "Bananas are yellow when ripe.",
             "The Eiffel Tower stands in Paris, France.", "Berlin is the capital of Germany."]
 
 
-@functools.lru_cache(maxsize=1)
-def tokenizer():
-    return load_tokenizer()
-
-
-@pytest.fixture
-def tok():
-    return tokenizer()
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The tiny model's matrices are too small to share between threads; on a busy 2-core machine the threads
+    mostly wait for each other. One thread here, restored afterwards for the other test modules."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def windows():
@@ -134,9 +133,10 @@ def test_rank_loss_matches_minirank_losses_for_strict_teacher_orderings():
 # ------------------------------------------------------------------ training: determinism and resuming
 
 def test_same_seed_same_adapter_and_the_loss_goes_down(tok, examples, tmp_path):
-    a = T.train(examples, config(), model=tiny_model(len(tok)), tokenizer=tok, checkpoint_dir=tmp_path / "a")
-    b = T.train(examples, config(), model=tiny_model(len(tok)), tokenizer=tok, checkpoint_dir=tmp_path / "b")
-    c = T.train(examples, config(max_steps=1, seed=4), model=tiny_model(len(tok)), tokenizer=tok,
+    fast = {"save_steps": 1000}  # no checkpoints needed here
+    a = T.train(examples, config(**fast), model=tiny_model(len(tok)), tokenizer=tok, checkpoint_dir=tmp_path / "a")
+    b = T.train(examples, config(**fast), model=tiny_model(len(tok)), tokenizer=tok, checkpoint_dir=tmp_path / "b")
+    c = T.train(examples, config(max_steps=1, seed=4, **fast), model=tiny_model(len(tok)), tokenizer=tok,
                 checkpoint_dir=tmp_path / "c")
     wa, wb, wc = T.lora_state(a.model), T.lora_state(b.model), T.lora_state(c.model)
     assert wa and all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -161,7 +161,7 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tok, examples, tm
     assert resumed.finished
     assert [row["step"] for row in resumed.log_history if "loss" in row] == [1, 2, 3, 4]
     ws, wr = T.lora_state(straight.model), T.lora_state(resumed.model)
-    assert all(torch.allclose(ws[k], wr[k], atol=1e-6) for k in ws)
+    assert all(torch.equal(ws[k], wr[k]) for k in ws)  # bit for bit, on a CPU
     # the saved adapter: safetensors + peft config + what made it; reloads to the same weights
     files = {p.name for p in (tmp_path / "adapter").iterdir()}
     assert files == {"adapter_model.safetensors", "adapter_config.json", "minirank_adapter.json"}
@@ -246,3 +246,15 @@ def test_bench_finetune_rejects_unknown_objectives_before_any_work():
     from minirank.cli import main
 
     assert main(["bench", "finetune", "--objectives", "joint,nope"]) == 2
+
+
+def test_neftune_and_activation_checkpointing_switches_train(tok, examples, tmp_path):
+    plain = T.train(examples, config(max_steps=1, save_steps=1000), model=tiny_model(len(tok)), tokenizer=tok,
+                    checkpoint_dir=tmp_path / "p")
+    noisy = T.train(examples, config(max_steps=1, save_steps=1000, neftune_alpha=5.0, gradient_checkpointing=True),
+                    model=tiny_model(len(tok)), tokenizer=tok, checkpoint_dir=tmp_path / "n")
+    assert noisy.finished
+    first = lambda r: next(row["loss"] for row in r.log_history if "loss" in row)
+    assert first(noisy) != first(plain)  # the embeddings were noised during training
+    rows = T.measure_throughput(examples, config(), tiny_model(len(tok)), tok, batch_sizes=(1, 2), steps=1)
+    assert [r["batch"] for r in rows] == [1, 2] and all(r["tokens/s"] > 0 for r in rows)

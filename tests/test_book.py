@@ -1,0 +1,30 @@
+"""The book quotes stored benchmarks: the tables in the lessons must be the ones the stored JSON gives.
+
+A lesson that says a number is checked against the file the benchmark wrote (`data/bench/`), so re-running a
+benchmark without updating the lesson (or the reverse) fails here.
+"""
+import json
+from pathlib import Path
+
+import pytest
+
+from minirank import train as T
+from minirank.evaluate import format_table
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("bench, lesson", [(T.STORED_ABLATION, "05_lora_finetuning.md")], ids=["ablation"])
+def test_lesson_quotes_the_stored_benchmark_table(bench, lesson):
+    stored = json.loads(bench.read_text(encoding="utf-8"))
+    table = format_table(stored["rows"], markdown=True)
+    text = (ROOT / "lessons" / lesson).read_text(encoding="utf-8")
+    assert table in text, f"lessons/{lesson} does not quote {bench.name}'s table; paste:\n{table}"
+
+
+def test_every_lesson_and_notebook_is_in_the_table_of_contents():
+    toc = (ROOT / "lessons" / "_toc.yml").read_text(encoding="utf-8")
+    pages = [f"lessons/{p.stem}" for p in (ROOT / "lessons").glob("*.md")]
+    pages += [f"notebooks/{p.stem}" for p in (ROOT / "notebooks").glob("*.ipynb")]
+    missing = sorted(page for page in pages if f"file: {page}\n" not in toc and f"root: {page}\n" not in toc)
+    assert len(pages) > 2 and not missing, f"missing from lessons/_toc.yml: {missing}"
