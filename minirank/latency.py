@@ -806,6 +806,35 @@ def _machine(device: torch.device, dtype: torch.dtype) -> dict:
 
 # ---------------------------------------------------------------- the report
 
+#: The default run on the book's 2-core CPU (``minirank bench latency --json ...``), quoted in lesson 6.6.
+STORED_CPU_BENCH = Path(__file__).resolve().parent.parent / "data" / "bench" / "latency-cpu.json"
+
+
+def headline_rows(result: Mapping) -> list[dict]:
+    """The benchmark's targets (issue 6, lesson 6.6) as table rows: what was measured against what was aimed at."""
+    d, c = result["decode"], result.get("cost_model") or {}
+    err = result.get("cost_model_max_rel_error")
+    saved = result.get("time_saved_vs_fair_baseline")
+    fast = [r for r in result.get("throughput", []) if r["method"] == "first"]
+    rows = [
+        {"quantity": "FIRST / prefill-only forward pass", "measured": f"{result['first_over_prefill']:.2f}x",
+         "target": "<= 1.15x"},
+        {"quantity": f"speedup of FIRST vs fair baseline ({result['fair_baseline']})",
+         "measured": f"{result['speedup_first_vs_generation']:.2f}x"
+                     + (f" ({100 * saved:.0f}% saved)" if saved is not None else ""),
+         "target": "papers: 21-50% saved"},
+        {"quantity": "speedup of FIRST vs default generate",
+         "measured": f"{result['speedup_first_vs_default_generate']:.2f}x", "target": ""},
+        {"quantity": f"decode step of {result['fair_baseline']} / bandwidth floor",
+         "measured": f"{d['over_floor'][result['fair_baseline']]:.1f}x", "target": "about 2x"},
+        {"quantity": f"cost model, max error on held-out m={c.get('held_out_sizes')}",
+         "measured": "n/a" if err is None else f"{100 * err:.1f}%", "target": "<= 20%"},
+    ]
+    rows += [{"quantity": f"FIRST windows/s at batch {r['batch']}", "measured": f"{r['windows_per_s']:.2f}",
+              "target": ">= 20 (7B shape, H100)" if result["machine"]["device"] == "cuda" else ""} for r in fast]
+    return rows
+
+
 def format_report(result: Mapping) -> str:
     """The benchmark's numbers as text: a table per window size, then the headline ratios."""
     methods = list(result["methods"])

@@ -8,16 +8,21 @@ from pathlib import Path
 
 import pytest
 
+from minirank import latency as L
 from minirank import train as T
 from minirank.evaluate import format_table
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("bench, lesson", [(T.STORED_ABLATION, "05_lora_finetuning.md")], ids=["ablation"])
-def test_lesson_quotes_the_stored_benchmark_table(bench, lesson):
+STORED = [(T.STORED_ABLATION, "05_lora_finetuning.md", lambda result: result["rows"]),
+          (L.STORED_CPU_BENCH, "06_latency.md", L.headline_rows)]
+
+
+@pytest.mark.parametrize("bench, lesson, rows", STORED, ids=["ablation", "latency-cpu"])
+def test_lesson_quotes_the_stored_benchmark_table(bench, lesson, rows):
     stored = json.loads(bench.read_text(encoding="utf-8"))
-    table = format_table(stored["rows"], markdown=True)
+    table = format_table(rows(stored), markdown=True)
     text = (ROOT / "lessons" / lesson).read_text(encoding="utf-8")
     assert table in text, f"lessons/{lesson} does not quote {bench.name}'s table; paste:\n{table}"
 
