@@ -26,6 +26,7 @@ import json
 import math
 import random
 import shutil
+import statistics
 import sys
 import time
 import warnings
@@ -896,6 +897,10 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--measure", action="store_true",
                         help="measure training speed and peak memory per batch size instead (chapter 5, GPU)")
     parser.add_argument("--batch-sizes", default="1,2,4,8,16,32", help="batch sizes for --measure")
+    parser.add_argument("--config", default=None,
+                        help="with --measure: a model shape from minirank.latency.CONFIGS (e.g. mistral-7b) with "
+                             "random weights instead of --model: speed and memory need the shape, not the weights, "
+                             "and nothing is downloaded")
     args = parser.parse_args(list(argv) if argv is not None else None)
 
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
@@ -903,6 +908,14 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         raise ValueError(f"unknown objective(s) {unknown}: expected some of {list(OBJECTIVES)}")
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    if args.config is not None:
+        from minirank.latency import CONFIGS
+
+        if not args.measure:
+            raise ValueError("--config builds a model with random weights, which can be timed but not evaluated: "
+                             "use it with --measure")
+        if args.config not in CONFIGS:
+            raise ValueError(f"unknown --config {args.config!r}: expected one of {sorted(CONFIGS)}")
     if args.json_path and Path(args.json_path).exists() and not args.force:
         raise FileExistsError(f"{args.json_path} exists; minirank does not overwrite results: choose another "
                               f"path or pass --force")
@@ -926,7 +939,15 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     from minirank.evaluate import evaluate
     bm25 = {q: s["ndcg@10"] for q, s in evaluate(test_cands, test_set.qrels, ("ndcg@10",)).items()}
 
-    model, tokenizer = load(base["model"])
+    if args.config:
+        from minirank.latency import build_random_model
+        from minirank.models import load_tokenizer
+
+        tokenizer = load_tokenizer()  # the default model's: its ids fit the random model's vocabulary
+        model = build_random_model(args.config, len(tokenizer))
+        base["model"] = f"random weights, shape {args.config}"
+    else:
+        model, tokenizer = load(base["model"])
     windows = teacher_windows(train_set, train_cands, base["window"], base["windows_per_query"], seed=0)
     examples = build_examples(windows, tokenizer, base["max_passage_tokens"], context_length(model))
     digest = data_hash(examples)
@@ -934,6 +955,8 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
         config = TrainConfig(**{**base, "objective": objectives[0]})
         sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
         rows = measure_throughput(examples, config, model, tokenizer, sizes)
+        print(f"model: {base['model']} ({sum(p.numel() for p in model.parameters()) / 1e6:,.0f}M parameters), "
+              f"{len(examples)} windows of about {statistics.median(len(e['input_ids']) for e in examples):.0f} tokens")
         print(f"LoRA r={config.lora_r} on {config.target_modules}, activation checkpointing "
               f"{'on' if config.gradient_checkpointing else 'off'}, windows of {config.window} passages")
         print(format_table(rows))

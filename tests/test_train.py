@@ -258,3 +258,16 @@ def test_neftune_and_activation_checkpointing_switches_train(tok, examples, tmp_
     assert first(noisy) != first(plain)  # the embeddings were noised during training
     rows = T.measure_throughput(examples, config(), tiny_model(len(tok)), tok, batch_sizes=(1, 2), steps=1)
     assert [r["batch"] for r in rows] == [1, 2] and all(r["tokens/s"] > 0 for r in rows)
+
+
+def test_bench_finetune_measures_a_random_weight_shape_and_refuses_to_evaluate_one(tmp_path, capsys):
+    from minirank.cli import main
+
+    assert main(["bench", "finetune", "--config", "tiny"]) == 2  # random weights cannot be evaluated
+    assert "use it with --measure" in capsys.readouterr().err
+    out = tmp_path / "measure.json"
+    assert main(["bench", "finetune", "--measure", "--config", "tiny", "--batch-sizes", "1,2",
+                 "--json", str(out)]) == 0
+    stored = json.loads(out.read_text())
+    assert stored["config"]["model"] == "random weights, shape tiny"
+    assert [r["batch"] for r in stored["rows"]] == [1, 2] and all(r["tokens/s"] > 0 for r in stored["rows"])
