@@ -788,7 +788,7 @@ def measure_throughput(examples: Sequence[Mapping], config: TrainConfig, model=N
             rows.append({"batch": size, "tokens/step": tokens, "s/step": "OOM", "tokens/s": "", "peak GiB": ""})
             break
         seconds = (time.perf_counter() - start) / steps
-        peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else float("nan")
+        peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else ""  # no CPU counterpart
         rows.append({"batch": size, "tokens/step": tokens, "s/step": seconds, "tokens/s": tokens / seconds,
                      "peak GiB": peak})
     return rows
