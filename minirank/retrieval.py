@@ -7,6 +7,7 @@ contrast, breaks ties by descending id; :mod:`minirank.evaluate` hands it the or
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -128,7 +129,9 @@ class Dense:
         if cached.is_file():
             self.embeddings = np.load(cached)
         else:
-            self.embeddings = self.encode(texts, batch_size=batch_size, progress=len(texts) > 500)
+            # a bar in a terminal only: a notebook's stored output must not depend on whether the cache was warm
+            progress = len(texts) > 500 and sys.stderr.isatty()
+            self.embeddings = self.encode(texts, batch_size=batch_size, progress=progress)
             cached.parent.mkdir(parents=True, exist_ok=True)
             np.save(cached, self.embeddings)
 
