@@ -15,7 +15,11 @@ from typing import Iterator
 
 SPLITS = ("train", "dev", "test")
 #: The course collection ships in the repository's data/ folder (set MINIRANK_DATA to point elsewhere).
-COURSE_DIR = Path(os.environ.get("MINIRANK_DATA", Path(__file__).resolve().parent.parent / "data" / "course"))
+#: The repository's data folder: what the project makes and ships (collection, adapter, stored benchmarks).
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+COURSE_DIR = Path(os.environ.get("MINIRANK_DATA", DATA_DIR / "course"))
+#: Stored benchmark outputs that the lessons quote (data/README.md says which command made each).
+BENCH_DIR = DATA_DIR / "bench"
 
 #: Short names for real benchmarks (ir_datasets ids). TREC DL ships BM25's official top-1000 run.
 BENCHMARKS = {

@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 
 from minirank import prompts as P
+from minirank.data import BENCH_DIR
 from minirank.device import pick_device, pick_dtype, synchronize
 
 Clock = Callable[[], float]
@@ -807,7 +808,7 @@ def _machine(device: torch.device, dtype: torch.dtype) -> dict:
 # ---------------------------------------------------------------- the report
 
 #: The default run on the book's 2-core CPU (``minirank bench latency --json ...``), quoted in lesson 6.6.
-STORED_CPU_BENCH = Path(__file__).resolve().parent.parent / "data" / "bench" / "latency-cpu.json"
+STORED_CPU_BENCH = BENCH_DIR / "latency-cpu.json"
 
 
 def headline_rows(result: Mapping) -> list[dict]:
@@ -816,17 +817,22 @@ def headline_rows(result: Mapping) -> list[dict]:
     err = result.get("cost_model_max_rel_error")
     saved = result.get("time_saved_vs_fair_baseline")
     fast = [r for r in result.get("throughput", []) if r["method"] == "first"]
+    floor = d["over_floor"].get(result["fair_baseline"])
+
+    def ratio(value, digits=2):
+        return "n/a" if value is None else f"{value:.{digits}f}x"
+
     rows = [
-        {"quantity": "FIRST / prefill-only forward pass", "measured": f"{result['first_over_prefill']:.2f}x",
+        {"quantity": "FIRST / prefill-only forward pass", "measured": ratio(result["first_over_prefill"]),
          "target": "<= 1.15x"},
         {"quantity": f"speedup of FIRST vs fair baseline ({result['fair_baseline']})",
-         "measured": f"{result['speedup_first_vs_generation']:.2f}x"
+         "measured": ratio(result["speedup_first_vs_generation"])
                      + (f" ({100 * saved:.0f}% saved)" if saved is not None else ""),
          "target": "papers: 21-50% saved"},
         {"quantity": "speedup of FIRST vs default generate",
-         "measured": f"{result['speedup_first_vs_default_generate']:.2f}x", "target": ""},
+         "measured": ratio(result["speedup_first_vs_default_generate"]), "target": ""},
         {"quantity": f"decode step of {result['fair_baseline']} / bandwidth floor",
-         "measured": f"{d['over_floor'][result['fair_baseline']]:.1f}x", "target": "about 2x"},
+         "measured": ratio(floor, 1), "target": "about 2x"},
         {"quantity": f"cost model, max error on held-out m={c.get('held_out_sizes')}",
          "measured": "n/a" if err is None else f"{100 * err:.1f}%", "target": "<= 20%"},
     ]
@@ -865,15 +871,9 @@ def format_report(result: Mapping) -> str:
                  f"G={statistics.median([x['tokens_generated'] for x in q]):.0f}): "
                  + ", ".join(f"{n} {_fmt_s(s)}" for n, s in result["seconds_per_query"].items()))
 
-    def x(v):
-        return "n/a" if v is None else f"{v:.2f}x"
+    from minirank.evaluate import format_table
 
-    lines.append(f"FIRST over prefill-only (target <= 1.15x):           {x(result['first_over_prefill'])}")
-    lines.append(f"speedup of FIRST vs default generate:                {x(result['speedup_first_vs_default_generate'])}")
-    lines.append(f"speedup of FIRST vs fair baseline ({result['fair_baseline']}): {x(result['speedup_first_vs_generation'])}"
-                 + (f"  = {100 * result['time_saved_vs_fair_baseline']:.0f}% of the time saved "
-                    f"(papers: FIRST §4.3 ~50%, reproduction Table 5 21-42%)"
-                    if result.get("time_saved_vs_fair_baseline") is not None else ""))
+    lines += ["", format_table(headline_rows(result)), "", "details:"]
     d = result["decode"]
     lines.append(f"decode: floor {_fmt_s(d['floor_s_per_token'])}/token at {d['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s "
                  f"(context {d['context_tokens']:.0f}); " + ", ".join(

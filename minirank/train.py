@@ -40,12 +40,13 @@ import torch
 from minirank import __version__
 from minirank import losses as LOSSES
 from minirank import prompts as P
+from minirank.data import BENCH_DIR, DATA_DIR
 from minirank.retrieval import Run, ranked
 
 #: The adapter shipped with the book (made by ``minirank bench finetune --save-adapter ...``, see data/README.md).
-SHIPPED_ADAPTER = Path(__file__).resolve().parent.parent / "data" / "adapters" / "first-lora-smollm2"
+SHIPPED_ADAPTER = DATA_DIR / "adapters" / "first-lora-smollm2"
 #: The stored output of ``minirank bench finetune --seeds 0,1,2 --json ...`` (lesson 5.8, notebook 05).
-STORED_ABLATION = Path(__file__).resolve().parent.parent / "data" / "bench" / "finetune-ablation-cpu.json"
+STORED_ABLATION = BENCH_DIR / "finetune-ablation-cpu.json"
 META_FILE = "minirank_adapter.json"
 META_FORMAT = 1
 
@@ -866,6 +867,7 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     from minirank.evaluate import format_table
     from minirank.models import DEFAULT_MODEL, cache_dir, load
     from minirank.retrieval import BM25, top_k
+    from minirank.latency import CONFIGS, build_random_model
 
     parser = argparse.ArgumentParser(prog="minirank bench finetune", description=bench_main.__doc__.split("\n\n")[0])
     parser.add_argument("--objectives", default=",".join(OBJECTIVES),
@@ -897,7 +899,7 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--measure", action="store_true",
                         help="measure training speed and peak memory per batch size instead (chapter 5, GPU)")
     parser.add_argument("--batch-sizes", default="1,2,4,8,16,32", help="batch sizes for --measure")
-    parser.add_argument("--config", default=None,
+    parser.add_argument("--config", default=None, choices=sorted(CONFIGS),
                         help="with --measure: a model shape from minirank.latency.CONFIGS (e.g. mistral-7b) with "
                              "random weights instead of --model: speed and memory need the shape, not the weights, "
                              "and nothing is downloaded")
@@ -908,14 +910,9 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         raise ValueError(f"unknown objective(s) {unknown}: expected some of {list(OBJECTIVES)}")
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    if args.config is not None:
-        from minirank.latency import CONFIGS
-
-        if not args.measure:
-            raise ValueError("--config builds a model with random weights, which can be timed but not evaluated: "
-                             "use it with --measure")
-        if args.config not in CONFIGS:
-            raise ValueError(f"unknown --config {args.config!r}: expected one of {sorted(CONFIGS)}")
+    if args.config is not None and not args.measure:
+        raise ValueError("--config builds a model with random weights, which can be timed but not evaluated: "
+                         "use it with --measure")
     if args.json_path and Path(args.json_path).exists() and not args.force:
         raise FileExistsError(f"{args.json_path} exists; minirank does not overwrite results: choose another "
                               f"path or pass --force")
@@ -940,7 +937,6 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     bm25 = {q: s["ndcg@10"] for q, s in evaluate(test_cands, test_set.qrels, ("ndcg@10",)).items()}
 
     if args.config:
-        from minirank.latency import build_random_model
         from minirank.models import load_tokenizer
 
         tokenizer = load_tokenizer()  # the default model's: its ids fit the random model's vocabulary

@@ -10,13 +10,14 @@ import pytest
 
 from minirank import latency as L
 from minirank import train as T
+from minirank.data import BENCH_DIR
 from minirank.evaluate import format_table
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 STORED = [(T.STORED_ABLATION, "05_lora_finetuning.md", lambda result: result["rows"]),
-          (T.STORED_ABLATION.parent / "finetune-measure-cpu.json", "05_lora_finetuning.md", lambda result: result["rows"]),
+          (BENCH_DIR / "finetune-measure-cpu.json", "05_lora_finetuning.md", lambda result: result["rows"]),
           (L.STORED_CPU_BENCH, "06_latency.md", L.headline_rows)]
 
 
