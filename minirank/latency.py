@@ -42,6 +42,7 @@ import torch
 from minirank import prompts as P
 from minirank.data import BENCH_DIR
 from minirank.device import pick_device, pick_dtype, synchronize
+from minirank.forward import cache_kwargs, positions, returned_cache
 
 Clock = Callable[[], float]
 
@@ -196,10 +197,6 @@ def answer_tokens(tokenizer, n: int, style: str = "alpha") -> int:
     return len(tokenizer.encode(ideal, add_special_tokens=False))
 
 
-def _positions(mask: torch.Tensor) -> torch.Tensor:
-    return (mask.cumsum(-1) - 1).clamp(min=0)
-
-
 @dataclass
 class Split:
     """One greedy generation, split into its prefill and its decode steps."""
@@ -256,24 +253,24 @@ def split_generation(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
     generated: list[torch.Tensor] = []
     sync()
     start = clock()
-    out = model(input_ids=input_ids, attention_mask=mask, position_ids=_positions(mask), past_key_values=past,
-                use_cache=True, logits_to_keep=1)
+    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions(mask), **cache_kwargs(model, past),
+                logits_to_keep=1)
     nxt = out.logits[:, -1, :].argmax(-1)
     sync()
     prefill_s = clock() - start
     generated.append(nxt)
-    past = out.past_key_values
+    past = returned_cache(out)
     steps: list[float] = []
     for _ in range(new_tokens - 1):
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         sync()
         start = clock()
         out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=mask.sum(-1, keepdim=True) - 1,
-                    past_key_values=past, use_cache=True, logits_to_keep=1)
+                    **cache_kwargs(model, past), logits_to_keep=1)
         nxt = out.logits[:, -1, :].argmax(-1)
         sync()
         steps.append(clock() - start)
-        past = out.past_key_values
+        past = returned_cache(out)
         generated.append(nxt)
     ids = torch.stack(generated, dim=1).tolist()
     return Split(tokens_processed=int(attention_mask.sum()) if attention_mask is not None else input_ids.numel(),
@@ -509,7 +506,7 @@ def _window_fns(model, tokenizer, reranker, prompts: list[str], sizes: list[int]
     """The timed calls of one (batch of) window(s): each takes the same prompts to its result."""
     device = next(model.parameters()).device
     ids, mask = P.encode(tokenizer, prompts, device)
-    pos = _positions(mask)
+    pos = positions(mask)
     gen_default = _generate_kwargs(model, new_tokens, False, compile_mode)
     gen_static = _generate_kwargs(model, new_tokens, True, compile_mode)
 

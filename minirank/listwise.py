@@ -14,7 +14,6 @@ construction. Importing this module adds the rows ``listwise-gen`` and ``first``
 from __future__ import annotations
 
 import functools
-import inspect
 import time
 from collections.abc import Mapping, Sequence
 
@@ -23,6 +22,7 @@ from tqdm.auto import tqdm
 
 from minirank import prompts as P
 from minirank.device import synchronize
+from minirank.forward import cache_kwargs, device_of, last_logits_kwargs, positions, returned_cache
 from minirank.retrieval import Run, from_rankings, ranked
 
 REPAIR_KINDS = ("duplicates", "out_of_range", "missing", "no_identifiers")
@@ -97,28 +97,6 @@ def parse_permutation(text: str, n: int, style: str = "alpha") -> tuple[list[int
 
 
 # ---------------------------------------------------------------- the shared reranking loop
-
-def _device(model) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except (StopIteration, AttributeError):
-        return torch.device("cpu")
-
-
-def _positions(mask: torch.Tensor) -> torch.Tensor:
-    """Position ids that ignore left padding: 0 at each row's first real token."""
-    return (mask.cumsum(-1) - 1).clamp(min=0)
-
-
-def _forward_kwargs(model) -> dict:
-    """Ask for the last position's logits only when the model can (a 20-passage window's full logits
-    would be ``tokens x vocabulary`` floats: 300 MB for the default model)."""
-    try:
-        params = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return {}
-    return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
-
 
 class ListwiseReranker:
     """Sliding-window listwise reranking (FIRST §3.1); subclasses say how one window is ordered.
@@ -208,7 +186,7 @@ class ListwiseReranker:
                 orders[qid][s:e] = [window[i] for i in perm]
             self.stats["windows"] += len(jobs)
             step += 1
-        synchronize(_device(self.model))  # GPU timings must wait for queued work
+        synchronize(device_of(self.model))  # GPU timings must wait for queued work
         self.stats["seconds"] = time.perf_counter() - start
         bar.close()
         return from_rankings(orders)
@@ -251,12 +229,12 @@ class FirstReranker(ListwiseReranker):
         for n in n_per_prompt:
             if n < 1 or n > len(self.token_ids):
                 raise ValueError(f"a window of {n} passages: expected 1..{len(self.token_ids)} (window={self.window})")
-        device = _device(self.model)
-        extra = _forward_kwargs(self.model)
+        device = device_of(self.model)
+        extra = last_logits_kwargs(self.model)
         scores: list[list[float]] = []
         for part in self._batches(len(prompts)):
             ids, mask = P.encode(self.tokenizer, prompts[part], device)
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=False, **extra)
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions(mask), use_cache=False, **extra)
             last = out.logits[:, -1, :].float()
             chosen = last[:, self.token_ids].cpu()
             scores.extend(row[:n].tolist() for row, n in zip(chosen, n_per_prompt[part]))
@@ -319,16 +297,16 @@ class GenerationReranker(ListwiseReranker):
         return texts
 
     def _greedy(self, batch: Sequence[str], max_new_tokens: int) -> list[str]:
-        device = _device(self.model)
+        device = device_of(self.model)
         ids, mask = P.encode(self.tokenizer, batch, device)
         stop, pad = self._stop_ids(), P.pad_token_id(self.tokenizer)
-        extra = _forward_kwargs(self.model)
+        extra = last_logits_kwargs(self.model)
         generated: list[list[int]] = [[] for _ in batch]
         done = torch.zeros(len(batch), dtype=torch.bool, device=device)
-        step_ids, step_pos, past = ids, _positions(mask), None
+        step_ids, step_pos, past = ids, positions(mask), None
         for _ in range(max_new_tokens):
             out = self.model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
-                             past_key_values=past, use_cache=True, **extra)
+                             **cache_kwargs(self.model, past), **extra)
             nxt = out.logits[:, -1, :].argmax(-1)
             for row, token in enumerate(nxt.tolist()):
                 if done[row]:
@@ -343,9 +321,9 @@ class GenerationReranker(ListwiseReranker):
             nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
             ids = torch.cat([ids, nxt[:, None]], dim=1)
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            past = getattr(out, "past_key_values", None)
+            past = returned_cache(out)
             if past is None:  # a model without a cache sees the whole sequence again
-                step_ids, step_pos = ids, _positions(mask)
+                step_ids, step_pos = ids, positions(mask)
             else:
                 step_ids, step_pos = nxt[:, None], mask.sum(-1, keepdim=True) - 1
         return [self.tokenizer.decode(g, skip_special_tokens=True) for g in generated]

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from minirank import agreement as A
+from minirank import forward
 from minirank import listwise as L
 from minirank import prompts as P
 from minirank.data import Collection
@@ -86,8 +87,8 @@ def test_score_windows_rejects_bad_sizes(tok):
 
 def test_batched_equals_unbatched_on_a_tiny_transformer(tok):
     model = tiny_model(len(tok), seed=3)
-    assert L._forward_kwargs(model) == {"logits_to_keep": 1}
-    assert L._forward_kwargs(KnownLogits(3, {})) == {}
+    assert forward.last_logits_kwargs(model) == {"logits_to_keep": 1}
+    assert forward.last_logits_kwargs(KnownLogits(3, {})) == {}
     prompts = [P.build_prompt("capital of france", PASSAGES, tok),
                P.build_prompt("q", PASSAGES[2:4], tok),
                P.build_prompt("a much longer query about european capitals", PASSAGES[:3], tok, max_passage_tokens=4)]

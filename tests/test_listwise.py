@@ -324,3 +324,31 @@ def test_demo_row_reranks_with_the_shared_model(tok, monkeypatch):
         run, extra = demo.RERANKERS[method](collection, candidates, None)
         assert extra["windows"] == 4 and extra["repairs"] == 0 and extra["seconds"] > 0  # (10, 30), (0, 20) per query
         assert ranked(run["q1"]) == simulate(ranked(candidates["q1"]), relevance, 30, 20, 10)
+
+
+def test_generation_uses_no_deprecated_model_arguments(tok):
+    """transformers 5.24 renamed ``past_key_values`` to ``cache`` and warns on the old name, which then
+    printed in the middle of `minirank demo` and in stored notebook outputs (issue 12)."""
+    import logging
+    import warnings
+
+    from minirank import forward
+
+    model = tiny_model(len(tok), seed=1)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    hf_logger = logging.getLogger("transformers")
+    hf_logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            reranker = L.GenerationReranker(model, tok, window=3, max_new_tokens=3)
+            reranker.generate_windows([P.build_prompt("q", ["Paris is in France.", "Berlin.", "Bananas."], tok)], [3])
+    finally:
+        hf_logger.removeHandler(handler)
+    assert not [r for r in records if "deprecated" in r.getMessage()]
+    import inspect
+
+    expected = "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+    assert forward.cache_argument(model) == expected
