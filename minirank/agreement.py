@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from minirank.first import order_from_scores  # noqa: F401  (FIRST's order of a window; re-exported for the notebooks)
 from minirank.retrieval import Run, ranked
 
 
@@ -37,11 +38,6 @@ def agreement_by_rank(first_orders: Sequence[Sequence[int]], generated_orders: S
     with np.errstate(invalid="ignore", divide="ignore"):
         agreement = np.where(counts > 0, matches / np.maximum(counts, 1), np.nan)
     return {"rank": np.arange(1, m + 1), "agreement": agreement, "windows": counts}
-
-
-def order_from_scores(scores: Sequence[float]) -> list[int]:
-    """Indices by decreasing score, ties in input order (how FIRST ranks a window)."""
-    return sorted(range(len(scores)), key=lambda i: -scores[i])
 
 
 def compare_windows(first, generator, prompts: Sequence[str], sizes: Sequence[int]) -> dict[str, list]:

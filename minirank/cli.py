@@ -9,34 +9,110 @@ import sys
 BENCHMARKS = {"latency": "minirank.latency", "finetune": "minirank.train"}
 
 
-def main(argv: list[str] | None = None) -> int:
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    from minirank.demo import METHODS, RERANKERS
+
     parser = argparse.ArgumentParser(prog="minirank", description="LLM reranking, built to be read.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="first-stage retrieval and every reranker on the course collection")
+    demo = sub.add_parser("demo", help="first-stage retrieval and every reranker on the course collection",
+                          description="First-stage retrieval and every reranker built so far on the course "
+                                      "collection, compared in one table.")
     demo.add_argument("--split", default="test", choices=["train", "dev", "test"])
-    demo.add_argument("--methods", help="comma-separated subset of methods (default: all available)")
+    demo.add_argument("--methods", help=f"comma-separated subset of: {','.join(METHODS)} (default: all)")
     demo.add_argument("--model", default=None, help="LLM for the rerankers: the default, a local path or a HF id")
-    demo.add_argument("--depth", type=int, default=20, help="how many BM25 candidates the rerankers rerank")
+    demo.add_argument("--depth", type=_positive_int, default=20, help="how many BM25 candidates the rerankers rerank")
     demo.add_argument("--json", dest="json_path", help="also write the numbers to this JSON file")
     demo.add_argument("--force", action="store_true", help="overwrite an existing --json file")
 
+    rerank = sub.add_parser("rerank", help="rerank a TREC run you already have (TREC run in, TREC run out)",
+                            description="Rerank the candidates of a TREC run file with one of the book's "
+                                        "rerankers and write the result as a TREC run.")
+    rerank.add_argument("--run", required=True, help="candidates: a TREC run file 'qid Q0 pid rank score tag'")
+    rerank.add_argument("--queries", required=True, help="queries TSV 'qid<TAB>text'")
+    rerank.add_argument("--passages", required=True, help="passages TSV 'pid<TAB>text'")
+    rerank.add_argument("--method", required=True, choices=list(RERANKERS), help="which reranker")
+    rerank.add_argument("--out", required=True, help="where to write the reranked run (never overwritten)")
+    rerank.add_argument("--depth", type=_positive_int, default=None,
+                        help="rerank only each query's top DEPTH candidates (default: all of them)")
+    rerank.add_argument("--model", default=None, help="LLM: the default, a local path or a HF id")
+
     bench = sub.add_parser("bench", help="benchmarks: `minirank bench latency|finetune --help`", add_help=False)
-    bench.add_argument("which", choices=sorted(BENCHMARKS), help="which benchmark")
+    bench.add_argument("which", nargs="?", help=f"which benchmark: {', '.join(sorted(BENCHMARKS))}")
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own options")
 
     setup = sub.add_parser("setup", help="put the default model in place (convert once, cache) and say where")
     setup.add_argument("--model", default=None)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def _bench(which: str | None, rest: list[str]) -> int:
+    if which in (None, "-h", "--help"):
+        print("usage: minirank bench NAME [options]\n\nbenchmarks (each prints a table; --json PATH stores it):")
+        for name, module in sorted(BENCHMARKS.items()):
+            print(f"  {name:<10} minirank bench {name} --help   (module {module})")
+        return 0
+    if which not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {which!r}: expected one of {sorted(BENCHMARKS)}")
+    return importlib.import_module(BENCHMARKS[which]).bench_main(rest)
+
+
+def rerank_files(run_path: str, queries_path: str, passages_path: str, method: str, out: str,
+                 depth: int | None = None, model: str | None = None, progress: bool = True) -> dict:
+    """``minirank rerank``: rerank the candidates of a TREC run file and write a TREC run; returns the counters.
+
+    Every check comes before the model is loaded: the files exist and parse, ``out`` does not exist,
+    every query and candidate id of the run is among the queries and passages (KeyError naming it).
+    """
+    from pathlib import Path
+
+    from minirank import data, retrieval
+    from minirank.demo import RERANKERS, Context
+    from minirank.models import check_available
+    from minirank.rerank import candidate_orders
+
+    if Path(out).exists():
+        raise FileExistsError(f"--out {out} exists; minirank never overwrites a run: choose another path")
+    if method not in RERANKERS:
+        raise ValueError(f"unknown method {method!r}: expected one of {list(RERANKERS)}")
+    candidates = retrieval.read_run(run_path)
+    queries = data.read_tsv(queries_path, "queries 'qid<TAB>text'")
+    passages = data.read_tsv(passages_path, "passages 'pid<TAB>text'")
+    candidate_orders(queries, candidates, passages)  # unknown ids fail here, before the model loads
+    check_available(model)
+    reranker = RERANKERS[method](Context(None, model))
+    run = reranker.rerank(queries, candidates, passages, k=depth, progress=progress)
+    retrieval.write_run(run, out, tag=method.replace(" ", "_"))
+    return reranker.stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"] and argv[1:2] in ([], ["-h"], ["--help"]):
+        return _bench(None, [])  # the benchmarks' own parsers hold their options; list them
+    args = _parser().parse_args(argv)
     try:
         if args.command == "demo":
             from minirank.demo import run_demo
 
             methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
             run_demo(args.split, methods, args.model, args.depth, args.json_path, args.force)
+        elif args.command == "rerank":
+            stats = rerank_files(args.run, args.queries, args.passages, args.method, args.out, args.depth, args.model)
+            print(f"reranked {stats['queries']} queries ({stats['windows']} windows, {stats['seconds']:.1f} s, "
+                  f"{stats['repaired_windows']} repaired answers) -> {args.out}")
         elif args.command == "bench":
-            return importlib.import_module(BENCHMARKS[args.which]).bench_main(args.rest)
+            return _bench(args.which, args.rest)
         elif args.command == "setup":
             from minirank import models
             from minirank.device import describe
@@ -45,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cache:  {models.cache_dir()}  (set MINIRANK_CACHE to move it)")
             print(f"model:  {models.resolve(args.model)}")
     except (ValueError, KeyError, FileNotFoundError, FileExistsError, ConnectionError, OSError) as err:
-        print(f"minirank {args.command}: error: {err}", file=sys.stderr)
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"minirank {args.command}: error: {message}", file=sys.stderr)
         return 2
     return 0
 

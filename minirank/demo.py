@@ -1,85 +1,135 @@
 """``minirank demo``: the book's main job on the embedded defaults, as one table.
 
 First-stage retrieval (BM25, dense) on the course collection's test split, then every reranker the
-chapters have built so far, each reranking the same BM25 candidates. Each row: nDCG@10, Recall@20,
-wall-clock seconds, and the method's own counters (e.g. repaired generations).
+chapters have built so far, each reranking the same BM25 candidates, compared by
+:func:`minirank.evaluate.experiment`. Each row: nDCG@10, Recall@20, wall-clock seconds (the search,
+or the reranking of the shared candidates, without building indexes or loading models) and the
+method's own counters (windows, repaired generations).
+
+The demo is the roof of the house: it imports the chapters, they never import it. Adding a reranker
+to it is a class in its chapter, one line in :data:`METHODS`, and a test.
 """
 from __future__ import annotations
 
+import functools
 import json
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from minirank import data, evaluate, retrieval
-
-FIRST_STAGE = ("bm25", "dense")
-#: Rerankers register here as the chapters build them: name -> function(collection, candidates, model) -> (run, extra)
-RERANKERS: dict[str, Callable] = {}
+from minirank.rerank import Cascade
 
 
-def first_stage(collection: data.Collection, method: str, k: int = 100) -> retrieval.Run:
-    if method == "bm25":
-        return retrieval.BM25(collection.passages).search(collection.queries, k)
-    if method == "dense":
-        return retrieval.Dense(collection.passages).search(collection.queries, k)
-    raise ValueError(f"unknown first-stage method {method!r}: expected one of {FIRST_STAGE}")
+class Context:
+    """What the rows share, built on first use: the collection's indexes and the LLM."""
+
+    def __init__(self, collection: data.Collection | None, model: str | None = None, depth: int = 20):
+        self.collection, self.model_name, self.depth = collection, model, depth
+
+    @functools.cached_property
+    def bm25(self) -> retrieval.BM25:
+        return retrieval.BM25(self.collection.passages)
+
+    @functools.cached_property
+    def dense(self) -> retrieval.Dense:
+        return retrieval.Dense(self.collection.passages)
+
+    @functools.cached_property
+    def llm(self):
+        """``(model, tokenizer)``, loaded once and shared by the LLM rows."""
+        from minirank.models import load
+
+        return load(self.model_name)
+
+    def rerank_bm25(self, reranker) -> Cascade:
+        """BM25's top ``depth``, reranked: the rerankers' rows all start from the same candidates."""
+        return Cascade(self.bm25, reranker, self.depth, self.collection.passages)
+
+
+def _generation(ctx: Context):
+    from minirank.listwise import GenerationReranker
+
+    return GenerationReranker(*ctx.llm)
+
+
+def _first(ctx: Context):
+    from minirank.first import FirstReranker
+
+    return FirstReranker(*ctx.llm)
+
+
+def _first_lora(ctx: Context):
+    """FIRST with the adapter shipped in data/adapters (chapter 5), on the window and passage cut it was
+    trained with (stride half the window), on a fresh copy of its base model (peft changes what it wraps)."""
+    from minirank.first import FirstReranker
+    from minirank.train import SHIPPED_ADAPTER, load_with_adapter
+
+    model, tokenizer, meta = load_with_adapter(SHIPPED_ADAPTER)
+    cfg = meta["config"]
+    reranker = FirstReranker(model, tokenizer, window=cfg["window"], max_passage_tokens=cfg["max_passage_tokens"])
+    reranker.name = "first-lora"
+    return reranker
+
+
+#: First-stage retrievers: name -> factory(context) -> a retriever over the collection.
+RETRIEVERS: dict[str, Callable[[Context], object]] = {
+    "bm25": lambda ctx: ctx.bm25,             # chapter 1
+    "dense": lambda ctx: ctx.dense,           # chapter 1
+}
+
+#: Rerankers: name -> factory(context) -> a reranker (``minirank rerank --method`` uses the same table).
+RERANKERS: dict[str, Callable[[Context], object]] = {
+    "listwise-gen": _generation,              # chapter 2
+    "first": _first,                          # chapter 3
+    "first-lora": _first_lora,                # chapter 5
+}
+
+#: Every row of the demo, in order: retrievers as they are, rerankers on BM25's top ``depth``.
+METHODS: dict[str, Callable[[Context], object]] = {
+    **RETRIEVERS,
+    **{name: (lambda ctx, make=make: ctx.rerank_bm25(make(ctx))) for name, make in RERANKERS.items()},
+}
 
 
 def available_methods() -> list[str]:
-    _register_rerankers()
-    return [*FIRST_STAGE, *RERANKERS]
-
-
-def _register_rerankers() -> None:
-    """Import the chapters' modules that add rows (kept lazy: the demo's first rows need no LLM)."""
-    import importlib
-
-    for module in ("minirank.listwise", "minirank.train"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:
-                raise
+    return list(METHODS)
 
 
 def run_demo(split: str = "test", methods: Sequence[str] | None = None, model: str | None = None,
              depth: int = 20, json_path: str | Path | None = None, force: bool = False,
-             collection: data.Collection | None = None, echo: Callable[[str], None] = print) -> dict:
-    """Run each method on ``split`` and return ``{"split", "model", "rows"}``; print the table."""
+             collection: data.Collection | None = None, echo: Callable[[str], None] = print,
+             progress: bool = True) -> dict:
+    """Run each method on ``split`` and return ``{"split", "model", "rows", ...}``; print the table.
+
+    Errors come before any work: an unknown method, a depth below 1, a ``json_path`` that exists
+    (unless ``force``), a model that cannot be found.
+    """
     from minirank.models import DEFAULT_MODEL
 
     if json_path is not None and Path(json_path).exists() and not force:
         raise FileExistsError(f"{json_path} exists; minirank does not overwrite results: choose another "
                               f"path or pass --force")
     methods = list(methods) if methods else available_methods()
-    unknown = [m for m in methods if m not in available_methods()]
+    unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}: expected some of {available_methods()}")
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"--depth must be a positive integer (how many BM25 candidates are reranked), got {depth!r}")
+    if any(m in RERANKERS for m in methods):
+        from minirank.models import check_available
+
+        check_available(model)  # a missing model fails now, not after the first rows have run
     collection = collection or data.load_course(split)
     echo(f"minirank demo: {collection!r}")
-    rows, candidates = [], None
-    for method in methods:
-        start = time.perf_counter()
-        extra: dict = {}
-        if method in FIRST_STAGE:
-            run = first_stage(collection, method)
-        else:
-            if candidates is None:
-                candidates = retrieval.top_k(first_stage(collection, "bm25"), depth)
-                start = time.perf_counter()  # rerankers are timed without the first stage they share
-            run, extra = RERANKERS[method](collection, candidates, model)
-        seconds = time.perf_counter() - start
-        seconds = extra.pop("seconds", seconds)  # a reranker may time itself without its one-time set-up
-        per_query = evaluate.evaluate(run, collection.qrels, ("ndcg@10", "recall@20"))
-        rows.append({"method": method, "ndcg@10": evaluate.mean(per_query, "ndcg@10"),
-                     "recall@20": evaluate.mean(per_query, "recall@20"), "seconds": seconds, **extra})
-        echo(f"  {method}: done in {seconds:.1f} s")
-    result = {"split": split, "model": str(model or DEFAULT_MODEL), "rerank_depth": depth,
-              "collection": collection.name, "queries": len(collection.qrels), "rows": rows}
+    ctx = Context(collection, model, depth)
+    systems = {name: METHODS[name](ctx) for name in methods}
+    result = evaluate.experiment(systems, collection, ("ndcg@10", "recall@20"), progress=progress, echo=echo)
+    rows = result.rows
+    out = {"split": split, "model": str(model or DEFAULT_MODEL), "rerank_depth": depth,
+           "collection": collection.name, "queries": len(collection.qrels), "rows": rows}
     echo(evaluate.format_table(rows))
     if json_path is not None:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        Path(json_path).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
         echo(f"wrote {json_path}")
-    return result
+    return out

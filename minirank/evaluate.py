@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -125,7 +126,7 @@ def format_table(rows: Sequence[Mapping[str, object]], markdown: bool = False) -
     if not rows:
         return "(no rows)"
     columns = list(dict.fromkeys(c for row in rows for c in row))
-    cells = [[_fmt(row.get(c, ""), p_value=c.startswith("p ")) for c in columns] for row in rows]
+    cells = [[_fmt(row.get(c, ""), p_value=(c == "p" or c.startswith("p "))) for c in columns] for row in rows]
     if markdown:
         pipe = lambda values: "| " + " | ".join(v.replace("|", "\\|") for v in values) + " |"
         return "\n".join([pipe(columns), "|" + "---|" * len(columns), *map(pipe, cells)])
@@ -140,3 +141,120 @@ def _fmt(value: object, p_value: bool = False) -> str:
     if isinstance(value, float):
         return f"{value:.3f}" if not math.isnan(value) else "nan"
     return str(value)
+
+
+# ---------------------------------------------------------------- comparing systems (PyTerrier's Experiment)
+
+def paired_difference(a: Mapping[str, float], b: Mapping[str, float], confidence: float = 0.95,
+                      exact_up_to: int = 20, resamples: int = 100_000, seed: int = 0) -> dict[str, float]:
+    """How much better is ``a`` than ``b`` on the same queries, and could it be chance?
+
+    Returns ``mean_diff`` (a - b, mean over the queries both score), its ``confidence`` interval from
+    the paired t distribution (``ci_low``, ``ci_high``), and the two-sided p-value of the paired
+    permutation (sign-flip) test from :func:`scipy.stats.permutation_test`: **exact** (all ``2^n``
+    sign patterns) for up to ``exact_up_to`` queries, else Monte Carlo with ``resamples`` patterns
+    (``exact`` says which). A p-value above 0.05 says the data cannot tell the systems apart; the
+    interval says how large a difference they still allow. :func:`paired_test` is the same test by
+    hand (chapter 1's lesson).
+    """
+    from scipy import stats
+
+    common = sorted(set(a) & set(b))
+    n = len(common)
+    if n < 2:
+        raise ValueError(f"a paired comparison needs at least 2 queries scored by both systems, got {n}")
+    x = np.array([a[q] for q in common], dtype=float)
+    y = np.array([b[q] for q in common], dtype=float)
+    diff = x - y
+    out = {"mean_diff": float(diff.mean()), "queries": n, "exact": n <= exact_up_to}
+    if np.allclose(diff, 0):
+        return {**out, "ci_low": 0.0, "ci_high": 0.0, "p": 1.0}
+    ci = stats.ttest_rel(x, y).confidence_interval(confidence)
+    test = stats.permutation_test((x, y), lambda u, v, axis: np.mean(u - v, axis=axis), vectorized=True,
+                                  permutation_type="samples", alternative="two-sided",
+                                  n_resamples=np.inf if n <= exact_up_to else resamples,
+                                  rng=np.random.default_rng(seed))
+    return {**out, "ci_low": float(ci.low), "ci_high": float(ci.high), "p": float(test.pvalue)}
+
+
+@dataclass
+class Experiment:
+    """What :func:`experiment` measured: one row per system (``rows``, what :func:`format_table`
+    prints), each system's run and per-query scores, and each reranker's counters."""
+
+    rows: list[dict]
+    runs: dict[str, Run]
+    per_query: dict[str, dict[str, dict[str, float]]]
+    stats: dict[str, dict]
+
+    def __str__(self) -> str:
+        return format_table(self.rows)
+
+
+#: Reranker counters shown as table columns (all counters are in ``Experiment.stats``).
+SHOWN_COUNTERS = {"windows": "windows", "repaired_windows": "repairs"}
+
+
+def experiment(systems: Mapping[str, object], collection, metrics: Sequence[str] = ("ndcg@10", "recall@20"),
+               baseline: str | None = None, k: int = 100, relevance_level: int | None = None,
+               progress: bool = False, echo=None) -> Experiment:
+    """Run every system on ``collection``'s queries and compare them in one table (PyTerrier's ``Experiment``).
+
+    ``systems``: ``{name: system}``, each a retriever (``search(queries, k)``) or a
+    :class:`minirank.rerank.Cascade`. Cascades that share a retriever object and depth share one
+    first-stage run, and are timed on their reranking alone; retrievers are timed on their search
+    (their index was built when they were made). Each row: the mean of every metric over the judged
+    queries, ``seconds``, the reranker's counters (:data:`SHOWN_COUNTERS`) and, against ``baseline``,
+    the paired difference in the first metric with its 95% interval and permutation p-value
+    (:func:`paired_difference`). Binary metrics count grades >= ``relevance_level`` as relevant
+    (default: the collection's own level, else 2). ``echo`` receives one progress line per system.
+    """
+    import time
+
+    from minirank.retrieval import top_k
+
+    if baseline is not None and baseline not in systems:
+        raise ValueError(f"baseline {baseline!r} is not one of the systems {list(systems)}")
+    if not systems:
+        raise ValueError("experiment() needs at least one system")
+    level = relevance_level if relevance_level is not None else getattr(collection, "relevance_level", RELEVANCE_LEVEL)
+    queries = collection.queries
+    shared: dict[tuple[int, int], Run] = {}
+    runs, per_query, counters, seconds = {}, {}, {}, {}
+    for name, system in systems.items():
+        if hasattr(system, "rerank_candidates") and hasattr(system, "candidates"):
+            key = (id(system.retriever), system.depth)
+            if key not in shared:
+                shared[key] = system.candidates(queries)
+            start = time.perf_counter()
+            run = system.rerank_candidates(queries, shared[key], progress=progress)
+            seconds[name] = time.perf_counter() - start
+            counters[name] = dict(getattr(system.reranker, "stats", {}) or {})
+            seconds[name] = counters[name].get("seconds") or seconds[name]
+        elif hasattr(system, "search"):
+            start = time.perf_counter()
+            run = top_k(system.search(queries, k), k)
+            seconds[name] = time.perf_counter() - start
+            counters[name] = {}
+        else:
+            raise TypeError(f"system {name!r} ({type(system).__name__}) has neither search(queries, k) nor "
+                            f"is a Cascade; see minirank.rerank")
+        runs[name] = run
+        per_query[name] = evaluate(run, collection.qrels, metrics, relevance_level=level)
+        if echo is not None:
+            echo(f"  {name}: done in {seconds[name]:.1f} s")
+    first = metrics[0]
+    rows = []
+    for name in systems:
+        row = {"method": name, **{m: mean(per_query[name], m) for m in metrics}, "seconds": seconds[name]}
+        for key, column in SHOWN_COUNTERS.items():
+            if counters[name].get(key):
+                row[column] = counters[name][key]
+        if baseline is not None and name != baseline:
+            test = paired_difference({q: s[first] for q, s in per_query[name].items()},
+                                     {q: s[first] for q, s in per_query[baseline].items()})
+            row[f"vs {baseline}"] = f"{test['mean_diff']:+.3f}"
+            row["95% CI"] = f"[{test['ci_low']:+.3f}, {test['ci_high']:+.3f}]"
+            row["p"] = test["p"]
+        rows.append(row)
+    return Experiment(rows=rows, runs=runs, per_query=per_query, stats=counters)

@@ -37,6 +37,13 @@ def device_of(model) -> torch.device:
         return torch.device("cpu")
 
 
+def context_length(model) -> int | None:
+    """The longest sequence the model takes (``config.max_position_embeddings``), None if it does not say."""
+    config = getattr(model, "config", None)
+    value = getattr(config, "max_position_embeddings", None)
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
 def _core(model):
     """The model whose ``forward`` declares the arguments (a peft wrapper hides them behind ``**kwargs``)."""
     get_base = getattr(model, "get_base_model", None)

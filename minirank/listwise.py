@@ -1,34 +1,39 @@
-"""Listwise reranking with an LLM: sliding windows, generated permutations, and FIRST (chapters 2 and 3).
+"""Listwise reranking with an LLM: sliding windows and generated permutations (chapter 2).
 
-Both rerankers here share everything except the one step that differs (FIRST §3.1-3.2):
+:class:`ListwiseReranker` is the sliding-window loop of FIRST §3.1 (RankGPT's): windows of ``window``
+candidates from the bottom of the list to the top, ``stride`` positions apart. It hands each method
+:class:`Window` records (the query, the window's passage ids and texts, and their positions in the
+list) and asks for one permutation per window; it never sees a prompt. So a method that speaks text
+and one that speaks passage embeddings (PE-Rank, chapter 7) share the same loop.
 
-* :class:`GenerationReranker` greedily *writes* the permutation ``[B] > [A] > [C]`` for each window
-  and parses it (repairing malformed answers and counting the repairs);
-* :class:`FirstReranker` runs *one* forward pass per window and sorts the window's passages by the
-  logits of their identifier tokens at the first answer position.
+:class:`TextListwiseReranker` adds the prompt (:func:`minirank.prompts.build_prompt`), shared by
 
-Same candidates, same prompt (:func:`minirank.prompts.build_prompt`), same windows
-(:func:`window_schedule`), same batching: the comparison of chapter 3 (FIRST §4.3) is fair by
-construction. Importing this module adds the rows ``listwise-gen`` and ``first`` to ``minirank demo``.
+* :class:`GenerationReranker` here, which greedily *writes* the permutation ``[B] > [A] > [C]`` and
+  parses it (repairing malformed answers and counting the repairs), and
+* :class:`minirank.first.FirstReranker` (chapter 3), which reads the logits of the identifier tokens
+  at the first answer position from one forward pass.
+
+Same candidates, same prompt, same windows, same batching: the comparison of chapter 3 (FIRST §4.3)
+is fair by construction.
 """
 from __future__ import annotations
 
-import functools
 import time
+import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
 from minirank import prompts as P
 from minirank.device import synchronize
-from minirank.forward import cache_kwargs, device_of, last_logits_kwargs, positions, returned_cache
-from minirank.retrieval import Run, from_rankings, ranked
-
-REPAIR_KINDS = ("duplicates", "out_of_range", "missing", "no_identifiers")
-
+from minirank.forward import cache_kwargs, context_length, device_of, last_logits_kwargs, positions, returned_cache
+from minirank.rerank import REPAIR_KINDS, candidate_orders, check_depth, new_stats, queries_and_passages
+from minirank.retrieval import Run, from_rankings
 
 # ---------------------------------------------------------------- the sliding window (FIRST §3.1)
+
 
 def _check_window(window: int, stride: int) -> None:
     if isinstance(window, bool) or not isinstance(window, int) or window <= 0:
@@ -98,69 +103,80 @@ def parse_permutation(text: str, n: int, style: str = "alpha") -> tuple[list[int
 
 # ---------------------------------------------------------------- the shared reranking loop
 
-class ListwiseReranker:
-    """Sliding-window listwise reranking (FIRST §3.1); subclasses say how one window is ordered.
+@dataclass(frozen=True)
+class Window:
+    """One window of one query, as the loop hands it to a method: positions ``start:end`` of the
+    query's current list, best first; ``pids`` and ``texts`` in that order (identifiers A, B, ...)."""
 
-    ``stride`` defaults to half the window (RankGPT's 20 / 10).
+    qid: str
+    query: str
+    pids: tuple[str, ...]
+    texts: tuple[str, ...]
+    start: int
+    end: int
+
+    @property
+    def size(self) -> int:
+        return len(self.pids)
+
+
+class ListwiseReranker:
+    """Sliding-window listwise reranking (FIRST §3.1); subclasses order one window (:meth:`order_windows`).
+
+    ``stride`` defaults to half the window (RankGPT's 20 / 10); ``stride == window`` makes windows
+    that never overlap, so a passage below the first window can never reach the top: it is allowed
+    (an exercise uses it) with a warning. ``batch_size`` windows go to the model at once.
     """
 
-    method = "listwise"
+    name = "listwise"
 
-    def __init__(self, model, tokenizer, window: int = 20, stride: int | None = None, style: str = "alpha",
-                 max_passage_tokens: int | None = P.DEFAULT_MAX_PASSAGE_TOKENS, batch_size: int = 8):
+    def __init__(self, window: int = 20, stride: int | None = None, batch_size: int = 8):
         stride = max(1, window // 2) if stride is None and isinstance(window, int) else stride
         _check_window(window, stride)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.labels = P.identifiers(window, style)  # a window wider than the style allows fails here
-        self.model, self.tokenizer = model, tokenizer
-        self.window, self.stride, self.style = window, stride, style
-        self.max_passage_tokens, self.batch_size = max_passage_tokens, batch_size
-        self.reset_stats()
+        if stride == window and window > 1:
+            warnings.warn(f"stride {stride} == window {window}: windows do not overlap, so a passage "
+                          f"below the first window can never move above it; use stride < window "
+                          f"(RankGPT: window 20, stride 10)", UserWarning, stacklevel=3)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.window, self.stride, self.batch_size = window, stride, batch_size
+        self.stats = new_stats(self.name)
 
-    def reset_stats(self) -> None:
-        """Zero the counters in ``self.stats`` (windows, repairs, generated tokens, seconds)."""
-        self.stats = {"method": self.method, "queries": 0, "windows": 0, "repairs": dict.fromkeys(REPAIR_KINDS, 0),
-                      "repaired_windows": 0, "generated_tokens": 0, "seconds": 0.0}
+    @property
+    def method(self) -> str:  # the name the counters and tables use
+        return self.name
 
-    def prompt(self, query: str, texts: Sequence[str]) -> str:
-        return P.build_prompt(query, texts, self.tokenizer, self.style, self.max_passage_tokens)
-
-    def order_windows(self, prompts: Sequence[str], sizes: Sequence[int]) -> list[list[int]]:
-        """One permutation (indices into the window, best first) per prompt."""
+    def order_windows(self, windows: Sequence[Window]) -> list[list[int]]:
+        """One permutation (indices into the window, best first) per window, in the same order."""
         raise NotImplementedError
 
     def _batches(self, n: int):
         for start in range(0, n, self.batch_size):
             yield slice(start, min(n, start + self.batch_size))
 
-    def rerank(self, collection_or_queries, candidates: Run, k: int | None = None,
-               passages: Mapping[str, str] | None = None, progress: bool = False) -> Run:
+    def rerank(self, queries, candidates: Run, passages: Mapping[str, str] | None = None, *,
+               k: int | None = None, progress: bool = False) -> Run:
         """Rerank the top ``k`` (default: all) candidates of every query; returns a run whose scores
         (n, n-1, ..., 1) reproduce the new order, the rest keeping their first-stage order below.
 
-        ``collection_or_queries``: a :class:`minirank.data.Collection` (or anything with ``.queries``
-        and ``.passages``), or a ``{qid: query text}`` mapping together with ``passages``.
-        Windows of every query are batched together step by step (window i of all queries, then
-        window i+1), since each window of a query depends on the one before. Counters: ``self.stats``;
+        ``queries``: a :class:`minirank.data.Collection` (its passages are used unless ``passages``
+        is given), or a ``{qid: query text}`` mapping together with ``passages``. Every query and
+        candidate id must be known (KeyError naming it). Windows of every query are batched together
+        step by step (window i of all queries, then window i+1), since each window of a query depends
+        on the one before. Counters: ``self.stats`` (:func:`minirank.rerank.new_stats`);
         ``progress=True`` shows a progress bar over windows.
         """
-        queries, texts = _queries_and_passages(collection_or_queries, passages)
-        if not candidates:
-            raise ValueError("no candidates to rerank: the candidate run is empty")
-        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 0):
-            raise ValueError(f"k must be a non-negative integer or None, got {k!r}")
-        orders: dict[str, list[str]] = {}
-        schedules: dict[str, list[tuple[int, int]]] = {}
-        for qid, scores in candidates.items():
-            if qid not in queries:
-                raise KeyError(f"candidates name query {qid!r}, which is not among the {len(queries)} queries")
-            orders[qid] = ranked(scores)
-            depth = len(orders[qid]) if k is None else min(k, len(orders[qid]))
+        queries, texts = queries_and_passages(queries, passages)
+        check_depth(k)
+        orders = candidate_orders(queries, candidates, texts)
+        schedules = {}
+        for qid, order in orders.items():
+            depth = len(order) if k is None else min(k, len(order))
             schedules[qid] = [(s, e) for s, e in window_schedule(depth, self.window, self.stride) if e - s > 1]
-        self.reset_stats()
+        self.stats = new_stats(self.name)
         self.stats["queries"] = len(orders)
-        bar = tqdm(total=sum(len(w) for w in schedules.values()), desc=self.method, unit="window",
+        self.stats["candidates"] = sum(len(o) for o in orders.values())
+        bar = tqdm(total=sum(len(w) for w in schedules.values()), desc=self.name, unit="window",
                    disable=not progress, leave=False)
         start = time.perf_counter()
         step = 0
@@ -168,95 +184,86 @@ class ListwiseReranker:
             jobs = [(qid, schedules[qid][step]) for qid in orders if step < len(schedules[qid])]
             if not jobs:
                 break
-            window_texts = []
-            for qid, (s, e) in jobs:
-                try:
-                    window_texts.append([texts[pid] for pid in orders[qid][s:e]])
-                except KeyError as err:
-                    raise KeyError(f"query {qid!r}: candidate passage {err.args[0]!r} is not in the "
-                                   f"collection's passages") from None
-            prompts = [self.prompt(queries[qid], w) for (qid, _), w in zip(jobs, window_texts)]
-            sizes = [e - s for _, (s, e) in jobs]
+            windows = [Window(qid, queries[qid], tuple(orders[qid][s:e]), tuple(texts[p] for p in orders[qid][s:e]), s, e)
+                       for qid, (s, e) in jobs]
             permutations = []
-            for part in self._batches(len(prompts)):
-                permutations += self.order_windows(prompts[part], sizes[part])
+            for part in self._batches(len(windows)):
+                found = self.order_windows(windows[part])
+                if len(found) != part.stop - part.start:
+                    raise RuntimeError(f"{type(self).__name__}.order_windows returned {len(found)} orders "
+                                       f"for {part.stop - part.start} windows")
+                permutations += found
                 bar.update(part.stop - part.start)
-            for (qid, (s, e)), perm in zip(jobs, permutations):
-                window = orders[qid][s:e]
-                orders[qid][s:e] = [window[i] for i in perm]
+            for w, perm in zip(windows, permutations):
+                if sorted(perm) != list(range(w.size)):
+                    raise RuntimeError(f"{type(self).__name__} returned {perm} for a window of {w.size} "
+                                       f"passages: not a permutation of 0..{w.size - 1}")
+                orders[w.qid][w.start:w.end] = [w.pids[i] for i in perm]
             self.stats["windows"] += len(jobs)
             step += 1
-        synchronize(device_of(self.model))  # GPU timings must wait for queued work
+        self._synchronize()
         self.stats["seconds"] = time.perf_counter() - start
         bar.close()
         return from_rankings(orders)
 
-
-def _queries_and_passages(source, passages):
-    if hasattr(source, "queries") and hasattr(source, "passages"):
-        return source.queries, (passages if passages is not None else source.passages)
-    if isinstance(source, Mapping):
-        if passages is None:
-            raise ValueError("rerank() got a mapping of queries but no passages: pass passages={pid: text} "
-                             "or a Collection")
-        return source, passages
-    raise TypeError(f"rerank() needs a Collection or a {{qid: query}} mapping, got {type(source).__name__}")
+    def _synchronize(self) -> None:
+        """GPU timings must wait for queued work (no-op for rankers without a model)."""
+        model = getattr(self, "model", None)
+        if model is not None:
+            synchronize(device_of(model))
 
 
-# ---------------------------------------------------------------- FIRST: one forward pass per window
+class TextListwiseReranker(ListwiseReranker):
+    """A listwise reranker that shows the model a text prompt per window (chapters 2-3).
 
-class FirstReranker(ListwiseReranker):
-    """FIRST (§3.2): rank a window by the logits of its identifier tokens at the first answer token.
-
-    One forward pass per window; no decoding. Ties keep the input order.
+    ``max_passage_tokens`` cuts each passage (default :data:`minirank.prompts.DEFAULT_MAX_PASSAGE_TOKENS`,
+    the cut of ``minirank demo`` and the README's table). A prompt longer than the model's context
+    (its ``max_position_embeddings``) is refused before any model call, naming the query and saying
+    which cut would fit; ``stats["prompts_refused"]`` is never silently non-zero.
     """
-
-    method = "first"
 
     def __init__(self, model, tokenizer, window: int = 20, stride: int | None = None, style: str = "alpha",
                  max_passage_tokens: int | None = P.DEFAULT_MAX_PASSAGE_TOKENS, batch_size: int = 8):
-        super().__init__(model, tokenizer, window, stride, style, max_passage_tokens, batch_size)
-        # fail at construction, not mid-run, when an identifier is not one token ('[10]')
-        self.token_ids = P.identifier_token_ids(tokenizer, self.labels)
+        super().__init__(window, stride, batch_size)
+        self.labels = P.identifiers(window, style)  # a window wider than the style allows fails here
+        self.model, self.tokenizer, self.style = model, tokenizer, style
+        self.max_passage_tokens = max_passage_tokens
 
-    @torch.inference_mode()
-    def score_windows(self, prompts: Sequence[str], n_per_prompt: Sequence[int] | int) -> list[list[float]]:
-        """For each prompt, the logits of its first ``n`` identifiers at the last prompt position."""
-        if isinstance(n_per_prompt, int):
-            n_per_prompt = [n_per_prompt] * len(prompts)
-        if len(n_per_prompt) != len(prompts):
-            raise ValueError(f"{len(prompts)} prompts but {len(n_per_prompt)} window sizes")
-        for n in n_per_prompt:
-            if n < 1 or n > len(self.token_ids):
-                raise ValueError(f"a window of {n} passages: expected 1..{len(self.token_ids)} (window={self.window})")
-        device = device_of(self.model)
-        extra = last_logits_kwargs(self.model)
-        scores: list[list[float]] = []
-        for part in self._batches(len(prompts)):
-            ids, mask = P.encode(self.tokenizer, prompts[part], device)
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions(mask), use_cache=False, **extra)
-            last = out.logits[:, -1, :].float()
-            chosen = last[:, self.token_ids].cpu()
-            scores.extend(row[:n].tolist() for row, n in zip(chosen, n_per_prompt[part]))
-        return scores
+    def prompt(self, query: str, texts: Sequence[str]) -> str:
+        return P.build_prompt(query, texts, self.tokenizer, self.style, self.max_passage_tokens)
 
-    def order_windows(self, prompts, sizes):
-        orders = []
-        for row in self.score_windows(prompts, sizes):
-            orders.append(sorted(range(len(row)), key=lambda i: -row[i]))  # stable: ties keep input order
-        return orders
+    def prompts_of(self, windows: Sequence[Window]) -> list[str]:
+        return [self.prompt(w.query, w.texts) for w in windows]
+
+    def _encode(self, prompts: Sequence[str], room: int = 0):
+        """Left-padded ids and mask of ``prompts``; refuses a prompt that (with ``room`` new tokens)
+        does not fit the model's context, and counts the prompt tokens processed."""
+        ids, mask = P.encode(self.tokenizer, prompts, device_of(self.model))
+        limit = context_length(self.model)
+        lengths = mask.sum(-1).tolist()
+        if limit is not None:
+            for prompt, length in zip(prompts, lengths):
+                if length + room > limit:
+                    raise ValueError(
+                        f"a prompt of {length} tokens{f' (+{room} to generate)' if room else ''} does not fit "
+                        f"the model's context of {limit} tokens (max_passage_tokens={self.max_passage_tokens}, "
+                        f"window={self.window}); cut passages shorter (max_passage_tokens) or use a smaller "
+                        f"window. Prompt starts: {prompt[:80]!r}")
+        self.stats["tokens_processed"] += int(sum(lengths))
+        return ids, mask
 
 
 # ---------------------------------------------------------------- generation: write the permutation
 
-class GenerationReranker(ListwiseReranker):
+class GenerationReranker(TextListwiseReranker):
     """Listwise reranking by generation (§3.1): greedily decode ``B] > [A] > ...`` and parse it.
 
     ``max_new_tokens`` defaults to the length of a complete answer for the window plus a margin.
-    Answers are repaired by :func:`parse_permutation`; ``stats['repairs']`` sums the repairs.
+    Answers are repaired by :func:`parse_permutation`; ``stats['repairs']`` sums the repairs and
+    ``stats['generations']`` keeps every raw answer of the call.
     """
 
-    method = "listwise-gen"
+    name = "listwise-gen"
 
     def __init__(self, model, tokenizer, window: int = 20, stride: int | None = None, style: str = "alpha",
                  max_passage_tokens: int | None = P.DEFAULT_MAX_PASSAGE_TOKENS,
@@ -265,14 +272,12 @@ class GenerationReranker(ListwiseReranker):
         if max_new_tokens is not None and max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1 (or None), got {max_new_tokens}")
         self.max_new_tokens = max_new_tokens
-        self.last_texts: list[str] = []
 
     def answer_budget(self, n: int) -> int:
         """Tokens a complete answer for ``n`` passages takes (after the prompt's ``[``), plus a margin."""
         if self.max_new_tokens is not None:
             return self.max_new_tokens
-        ideal = " > ".join(P.bracket(x) for x in P.identifiers(n, self.style))[1:]
-        return len(self.tokenizer.encode(ideal, add_special_tokens=False)) + 4
+        return len(self.tokenizer.encode(P.ideal_answer(n, self.style), add_special_tokens=False)) + 4
 
     def _stop_ids(self) -> set[int]:
         stop = set()
@@ -293,12 +298,11 @@ class GenerationReranker(ListwiseReranker):
         for part in self._batches(len(prompts)):
             budget = max(self.answer_budget(n) for n in n_per_prompt[part])
             texts.extend(self._greedy(prompts[part], budget))
-        self.last_texts = texts
         return texts
 
     def _greedy(self, batch: Sequence[str], max_new_tokens: int) -> list[str]:
-        device = device_of(self.model)
-        ids, mask = P.encode(self.tokenizer, batch, device)
+        ids, mask = self._encode(batch, room=max_new_tokens)
+        device = ids.device
         stop, pad = self._stop_ids(), P.pad_token_id(self.tokenizer)
         extra = last_logits_kwargs(self.model)
         generated: list[list[int]] = [[] for _ in batch]
@@ -307,6 +311,7 @@ class GenerationReranker(ListwiseReranker):
         for _ in range(max_new_tokens):
             out = self.model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
                              **cache_kwargs(self.model, past), **extra)
+            self.stats["model_calls"] += 1
             nxt = out.logits[:, -1, :].argmax(-1)
             for row, token in enumerate(nxt.tolist()):
                 if done[row]:
@@ -315,7 +320,7 @@ class GenerationReranker(ListwiseReranker):
                     done[row] = True
                 else:
                     generated[row].append(token)
-                    self.stats["generated_tokens"] += 1
+                    self.stats["tokens_generated"] += 1
             if bool(done.all()):
                 break
             nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
@@ -328,10 +333,12 @@ class GenerationReranker(ListwiseReranker):
                 step_ids, step_pos = nxt[:, None], mask.sum(-1, keepdim=True) - 1
         return [self.tokenizer.decode(g, skip_special_tokens=True) for g in generated]
 
-    def order_windows(self, prompts, sizes):
+    def order_windows(self, windows: Sequence[Window]) -> list[list[int]]:
+        texts = self.generate_windows(self.prompts_of(windows), [w.size for w in windows])
         orders = []
-        for text, n in zip(self.generate_windows(prompts, sizes), sizes):
-            order, repairs = parse_permutation("[" + text, n, self.style)  # the prompt holds the '['
+        for w, text in zip(windows, texts):
+            self.stats["generations"].append({"qid": w.qid, "start": w.start, "end": w.end, "text": "[" + text})
+            order, repairs = parse_permutation("[" + text, w.size, self.style)  # the prompt holds the '['
             for kind, count in repairs.items():
                 self.stats["repairs"][kind] += count
             if any(repairs.values()):
@@ -340,40 +347,9 @@ class GenerationReranker(ListwiseReranker):
         return orders
 
 
-# ---------------------------------------------------------------- rows of `minirank demo`
+def __getattr__(name):  # FirstReranker moved to minirank.first (chapter 3); old imports keep working
+    if name == "FirstReranker":
+        from minirank.first import FirstReranker
 
-@functools.lru_cache(maxsize=2)
-def shared_model(name: str | None = None):
-    """``(model, tokenizer)`` loaded once per process and shared by the demo's rows."""
-    from minirank.models import load
-
-    return load(name)
-
-
-#: Passages are cut to this many tokens in the demo's rows: a 20-passage window is then about 1,400
-#: tokens, which keeps `minirank demo` to a few minutes on a laptop CPU.
-DEMO_PASSAGE_TOKENS = 64
-
-
-def _demo_row(cls):
-    def rerank(collection, candidates: Run, model_name: str | None):
-        model, tokenizer = shared_model(model_name)
-        reranker = cls(model, tokenizer, max_passage_tokens=DEMO_PASSAGE_TOKENS)
-        run = reranker.rerank(collection, candidates, progress=True)
-        # `seconds` is the reranking alone, without the one-time model load that the first LLM row would pay
-        extra = {"seconds": reranker.stats["seconds"], "windows": reranker.stats["windows"],
-                 "repairs": reranker.stats["repaired_windows"]}
-        return run, extra
-
-    rerank.__name__ = f"demo_{cls.method.replace('-', '_')}"
-    return rerank
-
-
-def _register() -> None:
-    from minirank.demo import RERANKERS
-
-    RERANKERS.setdefault("listwise-gen", _demo_row(GenerationReranker))
-    RERANKERS.setdefault("first", _demo_row(FirstReranker))
-
-
-_register()
+        return FirstReranker
+    raise AttributeError(f"module 'minirank.listwise' has no attribute {name!r}")

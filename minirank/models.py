@@ -112,10 +112,45 @@ def resolve(name: str | os.PathLike | None = None) -> str:
             raise ValueError(f"model folder {name!r} has no config.json and no .gguf file; expected a "
                              f"transformers checkpoint folder or a GGUF model")
         return str(path)
+    if _looks_like_path(name):
+        raise FileNotFoundError(f"model path {name!r} does not exist: expected a transformers checkpoint "
+                                f"folder or a .gguf file there (or {DEFAULT_MODEL!r}, the default model)")
     if name.count("/") == 1 and all(name.split("/")):
         return name
     raise ValueError(f"unknown model name {name!r}: expected {DEFAULT_MODEL!r} (the default), a local "
                      f"folder or .gguf file, or a Hugging Face id such as 'HuggingFaceTB/SmolLM2-360M-Instruct'")
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "~", os.sep)) or name.count("/") > 1 or (os.altsep or "\0") in name
+
+
+def check_available(name: str | os.PathLike | None = None, timeout_s: float = 10.0) -> str:
+    """Fail fast, before any work, when model ``name`` cannot be loaded; return what :func:`resolve` gives.
+
+    A local path must exist (FileNotFoundError naming it). A Hugging Face id must be in the local
+    hub cache or reachable: one metadata request with a short timeout, no retries, else one
+    ConnectionError saying that the machine seems offline and what works offline.
+    """
+    source = resolve(name)
+    if Path(source).exists():
+        return source
+    try:
+        from huggingface_hub import snapshot_download
+
+        snapshot_download(source, local_files_only=True, allow_patterns=["config.json"])
+        return source
+    except Exception:
+        pass
+    try:
+        from huggingface_hub import HfApi
+
+        HfApi().model_info(source, timeout=timeout_s)
+    except Exception as err:
+        raise ConnectionError(f"model {source!r} is not in the local Hugging Face cache and the hub could not "
+                              f"be reached ({type(err).__name__}); this machine may have no network. Offline, use "
+                              f"the default model ({DEFAULT_MODEL!r}) or a local folder.") from None
+    return source
 
 
 def load_tokenizer(name: str | os.PathLike | None = None):

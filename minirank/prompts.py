@@ -21,7 +21,10 @@ import torch
 STYLES = ("alpha", "numeric")
 #: How many identifiers each style has: 26 letters (FIRST §3.2); numbers are unbounded for generation.
 MAX_IDENTIFIERS = {"alpha": len(string.ascii_uppercase), "numeric": None}
-DEFAULT_MAX_PASSAGE_TOKENS = 100
+#: Each passage is cut to this many tokens by default (every reranker and ``minirank demo``): a window of
+#: 20 passages is then about 1,400 tokens, which keeps the demo to minutes on a laptop CPU. FIRST and
+#: RankGPT show longer passages (pass ``max_passage_tokens=None`` or a larger cut on a GPU).
+DEFAULT_MAX_PASSAGE_TOKENS = 64
 
 SYSTEM = ("You are a careful search assistant. You rank passages by how well they answer a search "
           "query, and you answer with identifiers only.")
@@ -50,6 +53,21 @@ def identifiers(n: int, style: str = "alpha") -> list[str]:
 def bracket(label: str) -> str:
     """``'A'`` -> ``'[A]'``."""
     return f"[{label}]"
+
+
+def answer_text(order: Sequence[int], style: str = "alpha") -> str:
+    """The answer a listwise reranker writes for ``order`` (window indices, best first), *after* the
+    prompt's opening ``[``: ``answer_text([1, 0, 2]) == 'B] > [A] > [C]'``. The one home of the answer
+    format: training targets (chapter 5), generation budgets (chapter 2) and latency (chapter 6) use it."""
+    labels = identifiers(len(order), style)
+    if sorted(order) != list(range(len(order))):
+        raise ValueError(f"order {list(order)!r} is not a permutation of 0..{len(order) - 1}")
+    return " > ".join(bracket(labels[i]) for i in order)[1:]
+
+
+def ideal_answer(n: int, style: str = "alpha") -> str:
+    """The answer for ``n`` passages in window order (``'A] > [B] > [C]'``): the length of every complete answer."""
+    return answer_text(range(n), style)
 
 
 def _label(identifier: str) -> str:

@@ -1018,33 +1018,5 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-# ====================================================================== 8. the demo row
-
-def demo_first_lora(collection, candidates: Run, model_name: str | None):
-    """``minirank demo`` row ``first-lora``: FIRST with the shipped adapter, on the window and passage
-    length it was trained with (stride half the window)."""
-    from minirank.listwise import FirstReranker
-    from minirank.models import load
-
-    meta = read_adapter_meta(SHIPPED_ADAPTER)
-    model, tokenizer = load(model_name or meta["base_model"])  # a fresh copy: peft changes what it wraps
-    model = load_adapter(model, SHIPPED_ADAPTER)
-    cfg = meta["config"]
-    reranker = FirstReranker(model, tokenizer, window=cfg["window"], max_passage_tokens=cfg["max_passage_tokens"])
-    run = reranker.rerank(collection, candidates)
-    # `seconds` like the other rows: the reranking alone, without loading the model and the adapter
-    return run, {"seconds": reranker.stats["seconds"], "windows": reranker.stats["windows"]}
-
-
-def _register() -> None:
-    if (SHIPPED_ADAPTER / META_FILE).is_file():
-        from minirank.demo import RERANKERS
-
-        RERANKERS.setdefault("first-lora", demo_first_lora)
-
-
-_register()
-
-
 if __name__ == "__main__":
     sys.exit(bench_main(sys.argv[1:]))

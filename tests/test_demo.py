@@ -36,3 +36,35 @@ def test_demo_unknown_method(tiny_collection):
 def test_cli_reports_errors_without_traceback(capsys):
     assert main(["demo", "--methods", "bm26"]) == 2
     assert "unknown method" in capsys.readouterr().err
+
+
+def test_demo_refuses_impossible_depths_before_any_work(tiny_collection, capsys):
+    """`--depth -3` silently reranked the top 97 and `--depth 0` printed a row of zeros (issue 12)."""
+    for depth in (-3, 0):
+        with pytest.raises(SystemExit):
+            main(["demo", "--depth", str(depth)])
+        assert "expected a positive integer" in capsys.readouterr().err
+        with pytest.raises(ValueError, match="--depth must be a positive integer"):
+            run_demo(methods=["bm25", "first"], depth=depth, collection=tiny_collection, echo=lambda s: None)
+
+
+def test_demo_checks_the_model_before_the_first_row(tiny_collection, tmp_path, capsys):
+    """A missing --model path failed only after BM25 and dense had run, as 'unknown model name' (issue 12)."""
+    lines = []
+    missing = str(tmp_path / "no-such-model")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        run_demo(methods=["bm25", "dense", "first"], model=missing, collection=tiny_collection, echo=lines.append)
+    assert lines == []  # nothing ran
+    assert main(["demo", "--methods", "bm25,first", "--model", missing]) == 2
+    assert f"model path {missing!r} does not exist" in capsys.readouterr().err
+
+
+def test_demo_help_lists_the_methods_and_bench_help_works(capsys):
+    from minirank.demo import METHODS
+
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    out = capsys.readouterr().out
+    assert all(m in out.replace("\n", "").replace(" ", "") for m in METHODS)
+    assert main(["bench", "--help"]) == 0 and "latency" in capsys.readouterr().out
+    assert main(["bench"]) == 0

@@ -8,6 +8,7 @@ import torch
 
 from minirank import agreement as A
 from minirank import forward
+from minirank import first as F
 from minirank import listwise as L
 from minirank import prompts as P
 from minirank.data import Collection
@@ -42,12 +43,15 @@ class KnownLogits(torch.nn.Module):
 def test_first_reads_the_identifier_logits_and_sorts_them(tok):
     a, b, c, d, e = P.identifier_token_ids(tok, "ABCDE")
     model = KnownLogits(len(tok), {a: 1.0, b: 3.5, c: -2.0, d: 7.25, e: 3.5, 0: 99.0})  # token 0 is no identifier
-    first = L.FirstReranker(model, tok, window=5, batch_size=2)
+    first = F.FirstReranker(model, tok, window=5, batch_size=2)
     prompts = [first.prompt("paris", PASSAGES), first.prompt("paris", PASSAGES[:3]), first.prompt("x", PASSAGES[:4])]
     scores = first.score_windows(prompts, [5, 3, 4])
     assert scores == [[1.0, 3.5, -2.0, 7.25, 3.5], [1.0, 3.5, -2.0], [1.0, 3.5, -2.0, 7.25]]
     assert model.batches == [2, 1]
-    assert first.order_windows(prompts, [5, 3, 4]) == [[3, 1, 4, 0, 2], [1, 0, 2], [3, 1, 0, 2]]  # tie B=E: input order
+    windows = [L.Window("q", "paris", tuple(f"p{i}" for i in range(n)), tuple(PASSAGES[:n]), 0, n) for n in (5, 3, 4)]
+    windows[2] = L.Window("q", "x", windows[2].pids, windows[2].texts, 0, 4)
+    assert first.order_windows(windows) == [[3, 1, 4, 0, 2], [1, 0, 2], [3, 1, 0, 2]]  # tie B=E: input order
+    assert first.stats["model_calls"] == 4 and first.stats["tokens_processed"] > 0
 
 
 def test_first_rerank_with_known_logits(tok):
@@ -55,27 +59,28 @@ def test_first_rerank_with_known_logits(tok):
     model = KnownLogits(len(tok), {a: 0.0, b: 2.0, c: 1.0, d: 4.0, e: 3.0})
     collection = Collection("fake", {f"p{i}": t for i, t in enumerate(PASSAGES)}, {"q": "paris"}, {})
     candidates = {"q": {f"p{i}": 10.0 - i for i in range(5)}}
-    first = L.FirstReranker(model, tok, window=5)
+    first = F.FirstReranker(model, tok, window=5)
     run = first.rerank(collection, candidates)
     assert ranked(run["q"]) == ["p3", "p4", "p1", "p2", "p0"]
     assert run["q"] == {"p3": 5.0, "p4": 4.0, "p1": 3.0, "p2": 2.0, "p0": 1.0}
-    assert first.stats["windows"] == 1 and first.stats["generated_tokens"] == 0
+    assert first.stats["windows"] == 1 and first.stats["tokens_generated"] == 0
 
 
 def test_numeric_identifiers_work_below_ten_and_fail_from_ten(tok):
     ids = P.identifier_token_ids(tok, P.identifiers(9, "numeric"))
     model = KnownLogits(len(tok), {token: float(-i) for i, token in enumerate(ids)} | {ids[4]: 10.0})
-    first = L.FirstReranker(model, tok, window=9, style="numeric")
+    first = F.FirstReranker(model, tok, window=9, style="numeric")
     prompt = first.prompt("q", [f"passage {i}" for i in range(6)])
     assert "[6] passage 5" in prompt
-    assert first.order_windows([prompt], [6]) == [[4, 0, 1, 2, 3, 5]]
+    texts = tuple(f"passage {i}" for i in range(6))
+    assert first.order_windows([L.Window("q", "q", tuple("abcdef"), texts, 0, 6)]) == [[4, 0, 1, 2, 3, 5]]
     for window in (10, 20):
         with pytest.raises(ValueError, match=r"'\[10\]': '10' is 2 tokens"):
-            L.FirstReranker(model, tok, window=window, style="numeric")
+            F.FirstReranker(model, tok, window=window, style="numeric")
 
 
 def test_score_windows_rejects_bad_sizes(tok):
-    first = L.FirstReranker(KnownLogits(len(tok), {}), tok, window=3)
+    first = F.FirstReranker(KnownLogits(len(tok), {}), tok, window=3)
     prompt = first.prompt("q", PASSAGES[:3])
     with pytest.raises(ValueError, match="2 prompts but 1 window sizes"):
         first.score_windows([prompt, prompt], [3])
@@ -93,8 +98,8 @@ def test_batched_equals_unbatched_on_a_tiny_transformer(tok):
                P.build_prompt("q", PASSAGES[2:4], tok),
                P.build_prompt("a much longer query about european capitals", PASSAGES[:3], tok, max_passage_tokens=4)]
     sizes = [5, 2, 3]
-    one = L.FirstReranker(model, tok, window=5, batch_size=1).score_windows(prompts, sizes)
-    three = L.FirstReranker(model, tok, window=5, batch_size=3).score_windows(prompts, sizes)
+    one = F.FirstReranker(model, tok, window=5, batch_size=1).score_windows(prompts, sizes)
+    three = F.FirstReranker(model, tok, window=5, batch_size=3).score_windows(prompts, sizes)
     for a, b in zip(one, three):
         assert np.allclose(a, b, atol=1e-5, rtol=0), (a, b)
     # and unbatched scores are exactly the next-token logits of a plain forward pass
@@ -112,10 +117,10 @@ REAL_MODEL = pytest.mark.skipif(os.environ.get("MINIRANK_SKIP_REAL_MODEL") == "1
 def test_real_model_three_passage_window(tok):
     """The default SmolLM2-135M-Instruct on one 3-passage window: the prompt's last token is '[' and
     the model's favourite next token is an identifier letter; both methods give a permutation."""
-    from minirank.listwise import shared_model
+    from minirank.models import load
 
-    model, _ = shared_model(None)
-    first = L.FirstReranker(model, tok, window=3, max_passage_tokens=32)
+    model, _ = load()
+    first = F.FirstReranker(model, tok, window=3, max_passage_tokens=32)
     gen = L.GenerationReranker(model, tok, window=3, max_passage_tokens=32)
     prompt = first.prompt("what is the capital of france", PASSAGES[:3])
     ids, mask = P.encode(tok, [prompt])
@@ -169,7 +174,7 @@ def test_compare_windows_with_a_model_whose_logits_and_text_agree(tok):
             return out
 
     model = Writer(len(tok), table)
-    first, gen = L.FirstReranker(model, tok, window=3), L.GenerationReranker(model, tok, window=3)
+    first, gen = F.FirstReranker(model, tok, window=3), L.GenerationReranker(model, tok, window=3)
     collection = Collection("fake", {f"p{i}": t for i, t in enumerate(PASSAGES)}, {"q1": "paris", "q2": "rome"}, {})
     candidates = {"q1": {"p0": 3.0, "p1": 2.0, "p2": 1.0, "p3": 0.5}, "q2": {"p4": 1.0}}
     prompts, sizes = A.first_windows(collection, candidates, first)

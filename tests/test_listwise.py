@@ -8,6 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from minirank import first as F
 from minirank import listwise as L
 from minirank import prompts as P
 from minirank.data import Collection
@@ -192,9 +193,9 @@ def simulate(order, relevance, k, window, stride):
 def test_generation_and_first_rerank_like_a_perfect_window_ranker(tok, k, window, stride, ties):
     collection, candidates, relevance = make_collection(ties=ties)
     runs = {}
-    for cls in (L.GenerationReranker, L.FirstReranker):
+    for cls in (L.GenerationReranker, F.FirstReranker):
         reranker = cls(OracleLM(tok), tok, window=window, stride=stride, batch_size=2)
-        runs[cls.method] = reranker.rerank(collection, candidates, k=k)
+        runs[cls.name] = reranker.rerank(collection, candidates, k=k)
         schedule = L.window_schedule(k, window, stride)
         assert reranker.stats["windows"] == len(schedule) * 3
         assert reranker.stats["repaired_windows"] == 0 and reranker.stats["seconds"] > 0
@@ -210,12 +211,12 @@ def test_generation_and_first_rerank_like_a_perfect_window_ranker(tok, k, window
 def test_same_prompts_for_both_methods(tok):
     collection, candidates, _ = make_collection(n_queries=2, n_passages=12)
     seen = {}
-    for cls in (L.GenerationReranker, L.FirstReranker):
+    for cls in (L.GenerationReranker, F.FirstReranker):
         model = OracleLM(tok)
         prompts = []
         model.reply = lambda p, model=model, prompts=prompts: prompts.append(p) or model.oracle_reply(p)
         cls(model, tok, window=6, stride=3).rerank(collection, candidates)
-        seen[cls.method] = prompts
+        seen[cls.name] = prompts
     assert seen["first"] == seen["listwise-gen"] and len(seen["first"]) == 2 * len(L.window_schedule(12, 6, 3))
 
 
@@ -247,7 +248,7 @@ def test_generation_without_a_cache_and_budget(tok):
 
 def test_rerank_depth_and_edge_cases(tok):
     collection, candidates, relevance = make_collection(n_queries=2, n_passages=10)
-    first = L.FirstReranker(OracleLM(tok), tok, window=4, stride=2)
+    first = F.FirstReranker(OracleLM(tok), tok, window=4, stride=2)
     run = first.rerank(collection, candidates, k=5)
     order = ranked(candidates["q0"])
     assert ranked(run["q0"])[5:] == order[5:]  # below k: first-stage order kept
@@ -264,7 +265,7 @@ def test_rerank_depth_and_edge_cases(tok):
 
 def test_rerank_bad_input_is_a_clear_error(tok):
     collection, candidates, _ = make_collection(n_queries=1, n_passages=4)
-    first = L.FirstReranker(OracleLM(tok), tok, window=4, stride=2)
+    first = F.FirstReranker(OracleLM(tok), tok, window=4, stride=2)
     with pytest.raises(ValueError, match="candidate run is empty"):
         first.rerank(collection, {})
     with pytest.raises(KeyError, match="query 'q9'"):
@@ -276,13 +277,13 @@ def test_rerank_bad_input_is_a_clear_error(tok):
     with pytest.raises(ValueError, match="k must be"):
         first.rerank(collection, candidates, k=-1)
     with pytest.raises(ValueError, match="stride 5 > window 4"):
-        L.FirstReranker(OracleLM(tok), tok, window=4, stride=5)
+        F.FirstReranker(OracleLM(tok), tok, window=4, stride=5)
     with pytest.raises(ValueError, match="27 identifiers"):
         L.GenerationReranker(OracleLM(tok), tok, window=27)
     # numeric identifiers: fine for generation up to any window, FIRST stops at [10]
     L.GenerationReranker(OracleLM(tok), tok, window=20, style="numeric")
     with pytest.raises(ValueError, match=r"'\[10\]'"):
-        L.FirstReranker(OracleLM(tok), tok, window=20, style="numeric")
+        F.FirstReranker(OracleLM(tok), tok, window=20, style="numeric")
 
 
 def test_numeric_generation(tok):
@@ -305,25 +306,49 @@ def test_greedy_loop_matches_transformers_generate(tok):
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False,
                              pad_token_id=tok.pad_token_id)
         assert text == tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
-    assert gen.stats["generated_tokens"] == 12
+    assert gen.stats["tokens_generated"] == 12
 
 
 def test_demo_rows_are_registered():
     from minirank import demo
 
-    assert {"listwise-gen", "first"} <= set(demo.available_methods())
-    assert demo.RERANKERS["first"].__name__ == "demo_first"
+    assert {"listwise-gen", "first", "first-lora"} <= set(demo.RERANKERS)
+    assert list(demo.METHODS)[:2] == ["bm25", "dense"] and set(demo.RERANKERS) <= set(demo.METHODS)
 
 
-def test_demo_row_reranks_with_the_shared_model(tok, monkeypatch):
+class FixedRun:
+    """A retriever that returns a fixed run (the protocol is just ``search(queries, k)``)."""
+
+    def __init__(self, run):
+        self.run = run
+
+    def search(self, queries, k=100):
+        from minirank.retrieval import top_k
+
+        return top_k({q: self.run[q] for q in queries if q in self.run}, k)
+
+
+def test_demo_rerankers_run_in_an_experiment_with_the_shared_model(tok):
+    from minirank import demo, evaluate
+    from minirank.rerank import Cascade
+
     collection, candidates, relevance = make_collection(n_queries=2, n_passages=30)
-    monkeypatch.setattr(L, "shared_model", lambda name: (OracleLM(tok), tok))
-    from minirank import demo
+    collection.qrels = {q: {p: int(relevance[p] > 50) for p in c} for q, c in candidates.items()}
+    ctx = demo.Context(collection, None, depth=30)
+    ctx.__dict__["llm"] = (OracleLM(tok), tok)  # the cached property, filled with a fake model
+    first_stage = FixedRun(candidates)
+    systems = {"fixed": first_stage}
+    systems |= {m: Cascade(first_stage, demo.RERANKERS[m](ctx), 30, collection.passages) for m in ("first", "listwise-gen")}
+    result = evaluate.experiment(systems, collection, ["ndcg@10"], baseline="fixed")
+    for row in result.rows[1:]:
+        assert row["windows"] == 4 and "repairs" not in row and row["seconds"] > 0  # (10, 30), (0, 20) per query
+        assert row["ndcg@10"] >= result.rows[0]["ndcg@10"] and set(row) >= {"vs fixed", "95% CI", "p"}
+        assert ranked(result.runs[row["method"]]["q1"]) == simulate(ranked(candidates["q1"]), relevance, 30, 20, 10)
 
-    for method in ("first", "listwise-gen"):
-        run, extra = demo.RERANKERS[method](collection, candidates, None)
-        assert extra["windows"] == 4 and extra["repairs"] == 0 and extra["seconds"] > 0  # (10, 30), (0, 20) per query
-        assert ranked(run["q1"]) == simulate(ranked(candidates["q1"]), relevance, 30, 20, 10)
+
+def test_stride_equal_to_window_warns(tok):
+    with pytest.warns(UserWarning, match="windows do not overlap"):
+        F.FirstReranker(OracleLM(tok), tok, window=4, stride=4)
 
 
 def test_generation_uses_no_deprecated_model_arguments(tok):
@@ -352,3 +377,90 @@ def test_generation_uses_no_deprecated_model_arguments(tok):
 
     expected = "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
     assert forward.cache_argument(model) == expected
+
+
+def test_a_prompt_longer_than_the_context_is_refused_before_any_model_call(tok):
+    """A 5,000-word passage with no cut built a 14k-token prompt for an 8k model and ran for minutes (issue 12)."""
+    model = tiny_model(len(tok), max_position_embeddings=256)
+    calls = []
+    model.register_forward_pre_hook(lambda *args: calls.append(1))
+    long = " ".join(["word"] * 5000)
+    collection = Collection("fake", {"a": long, "b": "short"}, {"q": "query"}, {})
+    for cls in (F.FirstReranker, L.GenerationReranker):
+        reranker = cls(model, tok, window=2, max_passage_tokens=None)
+        with pytest.raises(ValueError, match="does not fit the model's context of 256 tokens"):
+            reranker.rerank(collection, {"q": {"a": 2.0, "b": 1.0}})
+    assert calls == []
+    # with a passage cut it fits and runs
+    F.FirstReranker(model, tok, window=2, max_passage_tokens=16).rerank(collection, {"q": {"a": 2.0, "b": 1.0}})
+
+
+def test_unknown_candidate_ids_are_an_error_even_without_a_window(tok):
+    """A single candidate 'nope' (no window to rank) came back ranked (issue 12)."""
+    collection = Collection("fake", {"a": "text"}, {"q": "query"}, {})
+    with pytest.raises(KeyError, match="candidate passage 'nope'"):
+        F.FirstReranker(OracleLM(tok), tok, window=4).rerank(collection, {"q": {"nope": 1.0}})
+
+
+def test_every_generation_of_a_run_is_kept(tok):
+    collection, candidates, _ = make_collection(n_queries=3, n_passages=12)
+    reranker = L.GenerationReranker(OracleLM(tok), tok, window=6, stride=3, batch_size=2)
+    reranker.rerank(collection, candidates)
+    kept = reranker.stats["generations"]
+    assert len(kept) == reranker.stats["windows"] == 3 * len(L.window_schedule(12, 6, 3))
+    assert {g["qid"] for g in kept} == set(candidates) and all(g["text"].startswith("[") for g in kept)
+
+
+# ---------------------------------------------------------------- malformed answers are normal input
+
+def _malformed_answers(style_of_prompt):
+    """Answers a small model writes: valid identifiers mixed with repeats, identifiers outside the
+    window, numbers to a letter prompt, wrong bracket styles, free text and nothing at all."""
+    letter = st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    number = st.integers(0, 30).map(str)
+    ident = letter if style_of_prompt == "alpha" else number
+    piece = st.one_of(
+        ident.map(lambda x: f"[{x}]"),                                    # valid or out of range
+        ident.map(lambda x: f"[ {x} ]"),                                  # spaced brackets
+        st.one_of(letter, number).map(lambda x: f"[{x}]"),                # the other style's identifiers
+        ident.map(lambda x: f"({x})"), ident.map(lambda x: f"{{{x}}}"),   # wrong bracket styles
+        ident,                                                            # no brackets at all
+        st.sampled_from([" > ", ">", ", ", "\n", " ", "I think ", "is the best. ", "[", "]", "[]"]),
+        st.text(alphabet="abc xyz.,!?", max_size=12),                     # free text
+    )
+    return st.lists(piece, max_size=30).map("".join)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.data())
+def test_a_thousand_malformed_answers_all_become_counted_permutations(data):
+    style = data.draw(st.sampled_from(P.STYLES))
+    n = data.draw(st.integers(1, 20))
+    text = data.draw(_malformed_answers(style))
+    order, repairs = L.parse_permutation(text, n, style)
+    assert sorted(order) == list(range(n))                      # always a permutation of the window
+    found = P.IDENTIFIER_PATTERNS[style].findall(text)
+    labels = P.identifiers(n, style)
+    valid = [str(int(x)) if style == "numeric" else x for x in found]
+    valid = [x for x in valid if x in labels]
+    assert repairs["out_of_range"] == len(found) - len(valid)    # every dropped identifier is counted
+    assert repairs["duplicates"] == len(valid) - len(set(valid))
+    assert repairs["missing"] == n - len(set(valid))
+    assert repairs["no_identifiers"] == int(not found)
+    assert order[:len(set(valid))] == [labels.index(x) for x in dict.fromkeys(valid)]  # first mentions, in order
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(_malformed_answers("alpha"), min_size=2, max_size=2))
+def test_the_reranker_repairs_and_counts_what_the_model_writes(tok, answers):
+    collection, candidates, _ = make_collection(n_queries=2, n_passages=5)
+    replies = iter(answers)
+    reranker = L.GenerationReranker(OracleLM(tok, reply=lambda prompt: next(replies)), tok, window=5, batch_size=1,
+                                    max_new_tokens=200)
+    run = reranker.rerank(collection, candidates)
+    assert all(sorted(run[q]) == sorted(candidates[q]) for q in candidates)
+    kept = [g["text"] for g in reranker.stats["generations"]]
+    expected = [L.parse_permutation(t, 5)[1] for t in kept]
+    assert reranker.stats["repaired_windows"] == sum(any(r.values()) for r in expected)
+    for kind in L.REPAIR_KINDS:
+        assert reranker.stats["repairs"][kind] == sum(r[kind] for r in expected)
