@@ -1,15 +1,19 @@
 """Evaluation with pytrec_eval (trec_eval's own code), guarded against its traps.
 
-The traps (see ``shared/FACTS.md`` and the lesson of chapter 1):
+The traps (the lesson of chapter 1 tells them):
 
 * pytrec_eval silently drops a query that is missing from the run, which inflates the mean. Here a
-  judged query with no ranking scores 0 on every metric, with a warning.
+  judged query with no ranking scores 0 on every metric, with a warning (trec_eval's ``-c``).
 * pytrec_eval breaks score ties by descending document id. Here the run is first put in the order of
   :func:`minirank.retrieval.ranked` (ties by ascending id), and pytrec_eval is given strictly
   decreasing scores, so both agree on the order.
-* TREC DL judges on a 0-3 scale where 1 means "related, but does not answer". Binary metrics
-  (Recall, MRR) count a passage as relevant from grade 2 (``relevance_level=2``), as the track does;
-  nDCG uses the graded gains.
+* Binary metrics (Recall, MRR, P) need a relevance level, the lowest grade counted as relevant, and it
+  belongs to the collection: 2 on TREC DL's 0-3 scale, where 1 means "related, but does not answer"
+  (the default, ``RELEVANCE_LEVEL``), 1 for BEIR (pass ``collection.relevance_level``). nDCG uses the
+  graded gains. A query with nothing judged at or above the level gets a warning.
+* pytrec_eval wants ``str`` ids and ``int`` grades; pandas and numpy give ``np.int64`` or ``2.0``.
+  Here qrels and runs go through :func:`minirank.data.normalise_qrels` and
+  :func:`minirank.data.normalise_run` first.
 """
 from __future__ import annotations
 
@@ -20,38 +24,71 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from minirank.data import (DEFAULT_RELEVANCE_LEVEL, check_relevance_level, normalise_grades, normalise_id,
+                           normalise_qrels, normalise_run)
 from minirank.retrieval import Run, ranked
 
-RELEVANCE_LEVEL = 2
+RELEVANCE_LEVEL = DEFAULT_RELEVANCE_LEVEL
 DEFAULT_METRICS = ("ndcg@10", "recall@20", "mrr@10")
+BINARY = ("recall", "mrr", "p")  # the metrics that count a passage as relevant or not
 
 
 def _trec_measure(metric: str) -> tuple[str, int]:
     name, _, cut = metric.partition("@")
-    if name not in {"ndcg", "recall", "mrr", "p"} or not cut.isdigit():
+    if name not in {"ndcg", *BINARY} or not cut.isdigit():
         raise ValueError(f"unknown metric {metric!r}: expected ndcg@k, recall@k, mrr@k or p@k")
     return name, int(cut)
 
 
-def evaluate(run: Run, qrels: Mapping[str, Mapping[str, int]], metrics: Sequence[str] = DEFAULT_METRICS,
-             relevance_level: int = RELEVANCE_LEVEL) -> dict[str, dict[str, float]]:
-    """Per-query scores ``{qid: {metric: value}}`` for every judged query (missing ones score 0)."""
+def _sample(qids: Sequence[str]) -> str:
+    return f"{sorted(qids)[:5]}" + (" ..." if len(qids) > 5 else "")
+
+
+def _judged(qrels: Mapping, metrics: Sequence[str], relevance_level: int) -> tuple[dict[str, dict[str, int]], set[str]]:
+    """Normalised qrels without the queries that have no judgements at all (returned apart), with a
+    warning for those and for queries where some requested metric is 0 by construction."""
+    judged = normalise_qrels(qrels)
+    empty = [q for q, j in judged.items() if not j]
+    if empty:
+        warnings.warn(f"{len(empty)} queries have an empty set of judgements and are left out, as trec_eval "
+                      f"leaves out queries with no relevance information: {_sample(empty)}", stacklevel=3)
+    judged = {q: j for q, j in judged.items() if j}
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for qid, grades in judged.items():
+        top = max(grades.values())
+        zero = tuple(m for m in metrics if (_trec_measure(m)[0] in BINARY and top < relevance_level)
+                     or (_trec_measure(m)[0] == "ndcg" and top <= 0))
+        if zero:
+            groups.setdefault(zero, []).append(qid)
+    for zero, qids in groups.items():
+        warnings.warn(f"{len(qids)} judged queries have no judgement at or above relevance level "
+                      f"{relevance_level} (their highest grade is below it), so {', '.join(zero)} are 0 for them "
+                      f"by construction; if this collection counts lower grades as relevant (BEIR judges "
+                      f"relevant passages 1), pass relevance_level=collection.relevance_level: {_sample(qids)}",
+                      stacklevel=3)
+    return judged, set(empty)
+
+
+def _scores(run: Run, judged: Mapping[str, Mapping[str, int]], metrics: Sequence[str], relevance_level: int,
+            left_out: set[str] = frozenset(), system: str = "") -> dict[str, dict[str, float]]:
+    """Per-query scores of a normalised run against normalised, non-empty judgements (``left_out``: the
+    queries with empty ones, already warned about)."""
     import pytrec_eval
 
+    who = f"run {system!r}: " if system else ""
+    missing = [q for q in judged if not run.get(q)]
+    if missing:
+        warnings.warn(f"{who}{len(missing)} judged queries have no ranking in the run and score 0 "
+                      f"(pytrec_eval would silently drop them): {_sample(missing)}", stacklevel=3)
+    extra = [q for q in run if q not in judged and q not in left_out]
+    if extra:
+        warnings.warn(f"{who}{len(extra)} queries in the run have no judgements and are ignored: {_sample(extra)}",
+                      stacklevel=3)
+    ordered = {q: ranked(run[q]) for q in judged if run.get(q)}
+    per_query = {q: {m: 0.0 for m in metrics} for q in judged}
     needs: dict[tuple[str, int], set[str]] = {}
     for m in metrics:
         needs.setdefault(_trec_measure(m), set()).add(m)
-    judged = {q: dict(j) for q, j in qrels.items()}
-    missing = sorted(q for q in judged if not run.get(q))
-    if missing:
-        warnings.warn(f"{len(missing)} judged queries have no ranking in the run and score 0 "
-                      f"(pytrec_eval would silently drop them): {missing[:5]}", stacklevel=2)
-    extra = sorted(q for q in run if q not in judged)
-    if extra:
-        warnings.warn(f"{len(extra)} queries in the run have no judgements and are ignored: {extra[:5]}",
-                      stacklevel=2)
-    ordered = {q: ranked(run[q]) for q in judged if run.get(q)}
-    per_query = {q: {m: 0.0 for m in metrics} for q in judged}
     for (name, cut), names in needs.items():
         depth = cut if name == "mrr" else None  # trec_eval's recip_rank has no cut-off: truncate the run
         strict = {q: {pid: float(len(order) - i) for i, pid in enumerate(order[:depth])}
@@ -62,6 +99,40 @@ def evaluate(run: Run, qrels: Mapping[str, Mapping[str, int]], metrics: Sequence
             for m in names:
                 per_query[q][m] = float(values[key])
     return per_query
+
+
+def evaluate(run: Run, qrels: Mapping[str, Mapping[str, int]], metrics: Sequence[str] = DEFAULT_METRICS,
+             relevance_level: int = RELEVANCE_LEVEL) -> dict[str, dict[str, float]]:
+    """Per-query scores ``{qid: {metric: value}}`` (each in [0, 1]) of ``run`` against ``qrels``.
+
+    ``metrics``: ``ndcg@k`` (linear gains, as trec_eval), ``recall@k``, ``mrr@k`` (reciprocal rank of
+    the first relevant passage in the top k), ``p@k``. ``relevance_level``: the lowest grade the binary
+    ones count as relevant; pass ``collection.relevance_level`` (2 on TREC DL's scale, 1 for BEIR).
+
+    Which order is evaluated: the one :func:`minirank.retrieval.ranked` gives (decreasing score, ties
+    by ascending passage id), which is the order minirank shows, writes to run files and hands a
+    reranker. pytrec_eval gets scores n, n-1, ..., 1 in that order, so its own tie rule (descending
+    id) never applies.
+
+    Which queries: every query of ``qrels`` with at least one judgement, as trec_eval with ``-c``:
+
+    * judged but missing from the run (or with an empty ranking): 0 on every metric, with a warning;
+    * judged, but nothing at or above ``relevance_level``: kept, as trec_eval keeps it; its binary
+      metrics are 0 by construction (and nDCG too if every grade is 0), with a warning;
+    * an empty set of judgements (``{"q1": {}}``): left out, with a warning, as trec_eval leaves out a
+      query with no relevance information (a qrels file cannot even write one);
+    * in the run but not in ``qrels``: ignored, with a warning.
+
+    Ids may be strings or integers and grades whole numbers of any type (see
+    :func:`minirank.data.normalise_qrels` and :func:`minirank.data.normalise_run`); anything else is a
+    :class:`minirank.data.DataError` naming the query, the passage and the value. An unknown metric or
+    a ``relevance_level`` below 1 is a ValueError.
+    """
+    for m in metrics:
+        _trec_measure(m)
+    relevance_level = check_relevance_level(relevance_level)
+    judged, left_out = _judged(qrels, metrics, relevance_level)
+    return _scores(normalise_run(run), judged, metrics, relevance_level, left_out)
 
 
 def mean(per_query: Mapping[str, Mapping[str, float]], metric: str) -> float:
@@ -76,7 +147,13 @@ def dcg(gains: Sequence[float], k: int) -> float:
 
 
 def ndcg_at_k(ranking: Sequence[str], judged: Mapping[str, int], k: int = 10) -> float:
-    """nDCG@k by hand (Järvelin & Kekäläinen 2002), as trec_eval computes it; the lesson derives it."""
+    """nDCG@k by hand (Järvelin & Kekäläinen 2002), as trec_eval computes it; the lesson derives it.
+
+    ``ranking``: passage ids, best first; ``judged``: one query's ``{pid: grade}``. Ids and grades are
+    normalised as in :func:`evaluate`. A query with no positive grade scores 0.
+    """
+    judged = normalise_grades(judged)
+    ranking = [normalise_id(pid, "passage id in the ranking") for pid in ranking]
     ideal = dcg(sorted((g for g in judged.values() if g > 0), reverse=True), k)
     if ideal == 0:
         return 0.0
@@ -104,10 +181,17 @@ def paired_test(a: Mapping[str, float], b: Mapping[str, float], trials: int = 10
 
 
 def compare(runs: Mapping[str, Run], qrels: Mapping[str, Mapping[str, int]],
-            metrics: Sequence[str] = DEFAULT_METRICS, baseline: str | None = None) -> list[dict]:
+            metrics: Sequence[str] = DEFAULT_METRICS, baseline: str | None = None,
+            relevance_level: int = RELEVANCE_LEVEL) -> list[dict]:
     """One row per system with mean metrics; with a ``baseline``, the p-value of each system's
-    first metric against it (paired randomisation test)."""
-    scored = {name: evaluate(run, qrels, metrics) for name, run in runs.items()}
+    first metric against it (paired randomisation test). Queries, order and ``relevance_level`` (pass
+    ``collection.relevance_level``) as in :func:`evaluate`; warnings about the qrels come once."""
+    for m in metrics:
+        _trec_measure(m)
+    relevance_level = check_relevance_level(relevance_level)
+    judged, left_out = _judged(qrels, metrics, relevance_level)
+    scored = {name: _scores(normalise_run(run), judged, metrics, relevance_level, left_out, system=name)
+              for name, run in runs.items()}
     rows = []
     for name, per_query in scored.items():
         row = {"method": name, **{m: mean(per_query, m) for m in metrics}}

@@ -34,31 +34,71 @@ def from_rankings(rankings: Mapping[str, list[str]]) -> Run:
 
 
 def write_run(run: Run, path: str | Path, tag: str = "minirank") -> Path:
-    """Write a run in TREC format (``qid Q0 pid rank score tag``, scores written losslessly); refuses to overwrite a different file."""
+    """Write a run in TREC format, one ``qid Q0 pid rank score tag`` line per passage, and return the path.
+
+    Queries in id order, passages in the order of :func:`ranked` (the rank column), scores written
+    losslessly (``repr``), so :func:`read_run` gives back the run, ids as strings (the run goes through
+    :func:`minirank.data.normalise_run`: integer ids become strings, NaN or a non-number is an error).
+    The fields are separated by spaces, so the tag and every id must be non-empty and free of
+    whitespace (a :class:`minirank.data.DataError` naming it, before anything is written); any other
+    character (dots, dashes, any script) is fine. Note that trec_eval re-sorts the lines by score and
+    breaks ties by descending id, so on a run with tied scores it does not evaluate the rank column's
+    order; :func:`minirank.evaluate.evaluate` does. Refuses to overwrite a file that holds something else.
+    """
+    from minirank.data import DataError, _has_whitespace, normalise_run
+
+    if not isinstance(tag, str) or not tag or _has_whitespace(tag):
+        raise DataError(f"run tag {tag!r}: expected a non-empty string without whitespace (the fields of a "
+                        f"TREC run line are separated by spaces, so read_run could not read it back)")
+    run = normalise_run(run)
+    for qid, scores in run.items():
+        for what, value in [("query id", qid), *(("passage id", pid) for pid in scores)]:
+            if _has_whitespace(value):
+                raise DataError(f"run for query {qid!r}: {what} {value!r} contains whitespace, which a TREC run "
+                                f"file cannot hold (its fields are separated by spaces)")
     path = Path(path)
-    lines = [f"{qid} Q0 {pid} {rank} {float(run[qid][pid])!r} {tag}\n"
+    lines = [f"{qid} Q0 {pid} {rank} {run[qid][pid]!r} {tag}\n"
              for qid in sorted(run) for rank, pid in enumerate(ranked(run[qid]), start=1)]
     text = "".join(lines)
-    if path.exists() and path.read_text(encoding="utf-8") != text:
+    # readers drop a BOM, so a first id that starts with U+FEFF needs one in front of it to survive
+    encoding = "utf-8-sig" if text.startswith("\ufeff") else "utf-8"
+    if path.exists() and path.read_bytes() != text.encode(encoding):
         raise FileExistsError(f"{path} exists and holds a different run; remove it or choose another path")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    path.write_text(text, encoding=encoding)
     return path
 
 
 def read_run(path: str | Path) -> Run:
-    """Read a TREC run file; a malformed line is an error naming the file and line."""
+    """Read a TREC run file (``qid Q0 pid rank score tag``, separated by whitespace) into ``{qid: {pid: score}}``.
+
+    File conventions as in :func:`minirank.data.read_tsv` (UTF-8 with or without a BOM, any line ends).
+    The scores give the order (the rank column is not read, as trec_eval does not read it). A
+    :class:`minirank.data.DataError` naming file and line for: a line without 6 fields, a score that is
+    not a number (or NaN), a passage listed twice for the same query (trec_eval refuses that too).
+    """
+    import math
+
     from minirank.data import DataError, _lines
 
     run: Run = {}
+    first_line: dict[tuple[str, str], int] = {}
     for number, line in _lines(Path(path), "TREC run lines 'qid Q0 pid rank score tag'"):
         parts = line.split()
         if len(parts) != 6:
             raise DataError(f"{path}:{number}: expected 6 fields 'qid Q0 pid rank score tag', found {len(parts)}")
+        qid, pid = parts[0], parts[2]
         try:
-            run.setdefault(parts[0], {})[parts[2]] = float(parts[4])
+            score = float(parts[4])
         except ValueError:
-            raise DataError(f"{path}:{number}: score {parts[4]!r} is not a number") from None
+            score = math.nan
+        if math.isnan(score):
+            raise DataError(f"{path}:{number}: score {parts[4]!r} is not a number")
+        if (qid, pid) in first_line:
+            raise DataError(f"{path}:{number}: passage {pid!r} is listed twice for query {qid!r} "
+                            f"(first on line {first_line[qid, pid]})")
+        run.setdefault(qid, {})[pid] = score
+        first_line[qid, pid] = number
     return run
 
 

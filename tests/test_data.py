@@ -62,10 +62,10 @@ def test_local_fixture_through_ir_datasets(tiny_dir):
     dataset = ir_datasets.create_dataset(docs_tsv=str(tiny_dir / "passages.tsv"),
                                          queries_tsv=str(tiny_dir / "queries.tsv"),
                                          qrels_trec=str(tiny_dir / "qrels.txt"))
-    collection = data.from_ir_dataset(dataset, "tiny")
+    collection = data.from_ir_dataset(dataset, "tiny", relevance_level=2)  # TREC DL's scale, undocumented here
     assert collection.passages["d3"].startswith("Gluten strands")
     assert collection.qrels == data.read_qrels(tiny_dir / "qrels.txt")
-    assert collection.first_stage is None
+    assert collection.first_stage is None and collection.relevance_level == 2
 
 
 def test_benchmark_offline_message(monkeypatch):
@@ -89,8 +89,16 @@ def test_benchmark_names_map_to_ir_datasets_ids(monkeypatch, tiny_dir):
                                          qrels_trec=str(tiny_dir / "qrels.txt"))
     monkeypatch.setattr(ir_datasets, "load", lambda dataset_id: seen.append(dataset_id) or fixture)
     for name in ("dl19", "dl20", "scifact", "nfcorpus", "trec-covid"):
-        assert data.load_benchmark(name).name == name
+        assert data.load_benchmark(name, relevance_level=2).name == name
     assert seen == [data.BENCHMARKS[n] for n in ("dl19", "dl20", "scifact", "nfcorpus", "trec-covid")]
+
+
+def test_bad_relevance_level_fails_before_any_download(monkeypatch):
+    import ir_datasets
+
+    monkeypatch.setattr(ir_datasets, "load", lambda dataset_id: pytest.fail("no download for a bad argument"))
+    with pytest.raises(ValueError, match="relevance_level must be a whole number >= 1"):
+        data.load_benchmark("scifact", relevance_level=0)
 
 
 def test_unknown_benchmark_name():
