@@ -106,15 +106,40 @@ def identifier_token_ids(tokenizer, ids: Sequence[str]) -> list[int]:
 
 
 def truncate_passages(texts: Sequence[str], tokenizer, max_tokens: int | None) -> list[str]:
-    """Each passage on one line, cut to its first ``max_tokens`` tokens (None: no limit)."""
+    """Each passage on one line, cut to at most ``max_tokens`` tokens (None: no limit).
+
+    The cut is a prefix of the passage (whitespace runs folded to one space): the text up to where the
+    first token past the budget starts, shortened token by token if it re-encodes to more tokens. It
+    never ends inside a character, which decoding the first ``max_tokens`` byte-level tokens would do
+    for CJK, Arabic, emoji or combining marks.
+    """
     flat = [" ".join(str(t).split()) for t in texts]
     if max_tokens is None or not flat:
         return flat
-    if max_tokens <= 0:
-        raise ValueError(f"max_passage_tokens must be positive (or None), got {max_tokens}")
-    encoded = tokenizer(flat, add_special_tokens=False)["input_ids"]
-    return [text if len(ids) <= max_tokens else tokenizer.decode(ids[:max_tokens]).strip()
-            for text, ids in zip(flat, encoded)]
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0:
+        raise ValueError(f"max_passage_tokens must be a positive integer (or None), got {max_tokens!r}")
+    try:
+        encoded = tokenizer(flat, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = encoded["offset_mapping"]
+    except (NotImplementedError, TypeError, KeyError, ValueError):  # a slow tokenizer has no offsets
+        encoded, offsets = tokenizer(flat, add_special_tokens=False), None
+    out = []
+    for i, (text, ids) in enumerate(zip(flat, encoded["input_ids"])):
+        if len(ids) <= max_tokens:
+            out.append(text)
+            continue
+        if offsets is None:
+            cut = tokenizer.decode(ids[:max_tokens]).rstrip("\ufffd").strip()
+            out.append(cut if text.startswith(cut) else "")
+            continue
+        starts = [start for start, _ in offsets[i]]
+        keep = max_tokens
+        cut = text[:starts[keep]].rstrip()
+        while keep > 0 and len(tokenizer.encode(cut, add_special_tokens=False)) > max_tokens:
+            keep -= 1
+            cut = text[:starts[keep]].rstrip()
+        out.append(cut)
+    return out
 
 
 def _example(labels: Sequence[str]) -> str:

@@ -53,5 +53,5 @@ def test_files_load_through_ir_datasets():
 
     paths = data.course_paths("dev")
     dataset = ir_datasets.create_dataset(**{k: str(v) for k, v in paths.items()})
-    collection = data.from_ir_dataset(dataset, "course-dev", split="dev")
+    collection = data.from_ir_dataset(dataset, "course-dev", split="dev", relevance_level=2)
     assert collection.qrels == data.load_course("dev").qrels

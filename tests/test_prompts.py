@@ -101,7 +101,7 @@ def test_passages_are_truncated_to_a_token_budget(tok):
     assert P.truncate_passages([long], tok, None) == [long]
     prompt = P.build_prompt("q", [long, "b"], tok, max_passage_tokens=8)
     assert "word199" not in prompt and f"[A] {cut}\n[B] b" in prompt
-    with pytest.raises(ValueError, match="max_passage_tokens must be positive"):
+    with pytest.raises(ValueError, match="max_passage_tokens must be a positive integer"):
         P.build_prompt("q", ["x"], tok, max_passage_tokens=0)
 
 
