@@ -2,11 +2,27 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
+import importlib.util
 import sys
 
 #: `minirank bench NAME ...` hands the rest of the command line to NAME's module (each owns its options).
-BENCHMARKS = {"latency": "minirank.latency", "finetune": "minirank.train"}
+BENCHMARKS = {"latency": "minirank.bench.latency", "finetune": "minirank.bench.finetune"}
+
+
+def benchmark_list() -> str:
+    """What ``minirank bench --help`` prints: each benchmark with the first line of its module's docstring
+    (read from the source, so listing them imports neither torch nor the chapters)."""
+    lines = ["usage: minirank bench NAME [options]", "", "benchmarks:"]
+    for name, module in sorted(BENCHMARKS.items()):
+        spec = importlib.util.find_spec(module)
+        with open(spec.origin, encoding="utf-8") as source:
+            doc = ast.get_docstring(ast.parse(source.read())) or ""
+        summary = doc.split("\n\n")[0].replace("\n", " ").split(": ", 1)[-1]
+        lines.append(f"  {name:<10} {summary}")
+    lines += ["", "Each benchmark has its own options: minirank bench NAME --help"]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--json", dest="json_path", help="also write the numbers to this JSON file")
     demo.add_argument("--force", action="store_true", help="overwrite an existing --json file")
 
-    bench = sub.add_parser("bench", help="benchmarks: `minirank bench latency|finetune --help`", add_help=False)
-    bench.add_argument("which", choices=sorted(BENCHMARKS), help="which benchmark")
+    bench = sub.add_parser("bench", help=f"benchmarks ({', '.join(sorted(BENCHMARKS))}): `minirank bench --help`",
+                           add_help=False)
+    bench.add_argument("-h", "--help", dest="list_benchmarks", action="store_true", help="list the benchmarks")
+    bench.add_argument("which", nargs="?", choices=sorted(BENCHMARKS), help="which benchmark")
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own options")
 
     setup = sub.add_parser("setup", help="put the default model in place (convert once, cache) and say where")
@@ -36,7 +54,11 @@ def main(argv: list[str] | None = None) -> int:
             methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
             run_demo(args.split, methods, args.model, args.depth, args.json_path, args.force)
         elif args.command == "bench":
-            return importlib.import_module(BENCHMARKS[args.which]).bench_main(args.rest)
+            if args.which is None:  # `minirank bench [--help]`: the list (each benchmark owns its options)
+                print(benchmark_list(), file=sys.stdout if args.list_benchmarks else sys.stderr)
+                return 0 if args.list_benchmarks else 2
+            rest = ["--help"] if args.list_benchmarks else args.rest  # `minirank bench -h NAME`: NAME's options
+            return importlib.import_module(BENCHMARKS[args.which]).bench_main(rest)
         elif args.command == "setup":
             from minirank import models
             from minirank.device import describe
