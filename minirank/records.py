@@ -64,7 +64,7 @@ def _plain(value):
         return str(value)
     if hasattr(value, "item") and callable(value.item):  # a numpy or torch scalar
         return _plain(value.item())
-    raise TypeError(f"cannot write a {type(value).__name__} to JSON: {value!r}")
+    raise TypeError(f"cannot write {type(value).__name__} {value!r} to JSON")
 
 
 def write_json(path: str | os.PathLike, data, *, force: bool = False) -> Path:
@@ -100,6 +100,10 @@ def _describe_run(run: Mapping) -> str:
     return f"run {run.get('id', '?')} ({shown}{data}{base})"
 
 
+def _short(value) -> str:
+    return value[:12] if isinstance(value, str) and len(value) > 16 else repr(value)  # a hash: its start
+
+
 def _differences(theirs: Mapping, ours: Mapping, prefix: str = "") -> list[str]:
     out = []
     for key in sorted(set(theirs) | set(ours)):
@@ -109,8 +113,7 @@ def _differences(theirs: Mapping, ours: Mapping, prefix: str = "") -> list[str]:
         if isinstance(a, Mapping) and isinstance(b, Mapping) and key != "base_signature":
             out += _differences(a, b, f"{prefix}{key}.")
         elif a != b:
-            short = lambda v: f"{v[:12]}..." if isinstance(v, str) and len(v) > 16 else repr(v)  # noqa: E731
-            out.append(f"{prefix}{key} {short(a)} -> {short(b)}")
+            out.append(f"{prefix}{key} {_short(a)} -> {_short(b)}")
     return out
 
 
@@ -143,8 +146,8 @@ def claim_folder(folder: str | os.PathLike, run: Mapping, what: str = "checkpoin
             f"then gets one in the cache), or delete {folder} yourself to start over.")
     if _holds_something(folder) and not adopt:
         raise FileExistsError(f"{what} {folder} is not empty and does not say which run made it (no {RUN_FILE}); "
-                              f"minirank will not continue or delete files it cannot tell are this run's "
-                              f"({_describe_run(run)}): choose another folder or empty this one yourself")
+                              f"minirank will not continue or delete files it cannot tell belong to this run, "
+                              f"{_describe_run(run)}: choose another folder or empty this one yourself")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / RUN_FILE).write_text(json.dumps(_plain(run), indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return folder

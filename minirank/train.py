@@ -38,7 +38,7 @@ from minirank import prompts as P
 from minirank.adapters import (META_FILE, SHIPPED_ADAPTER, base_signature, load_adapter, lora_config, quiet_peft,
                                read_adapter_meta, save_adapter)
 from minirank.data import BENCH_DIR
-from minirank.records import refuse_existing
+from minirank.records import claim_folder, refuse_existing
 from minirank.retrieval import Run, ranked
 
 #: The stored output of ``minirank bench finetune --seeds 0,1,2 --json ...`` (lesson 5.8, notebook 05).
@@ -498,7 +498,10 @@ def train(examples: Sequence[Mapping], config: TrainConfig | None = None, adapte
       ``config.model`` is loaded on the device and dtype of :mod:`minirank.device`.
     * Checkpoints go to ``checkpoint_dir`` (default: the cache, under a name made from the data hash,
       the config and the base model). With ``resume``, a run that was interrupted continues from its
-      last checkpoint: same optimizer, schedule, data order and RNG state.
+      last checkpoint: same optimizer, schedule, data order and RNG state; ``resume=False`` starts the
+      run over. The folder records whose run it is (:func:`minirank.records.claim_folder`): a folder of
+      another run, or one holding other files, is a FileExistsError naming both runs, never resumed or
+      emptied.
     * ``stop_after_steps`` stops (after saving a checkpoint) as an interruption would; the result says
       ``finished=False`` and no adapter is saved.
     * ``adapter_dir``: where the finished adapter goes; an existing non-empty folder is refused before
@@ -531,7 +534,13 @@ def train(examples: Sequence[Mapping], config: TrainConfig | None = None, adapte
     dev, dtype = next(model.parameters()).device, model.dtype  # as loaded: minirank.models chose them
     digest = data_hash(examples)
     signature = base_signature(model)
-    folder = Path(checkpoint_dir) if checkpoint_dir else cache_dir() / "checkpoints" / run_id(config, digest, signature)
+    run = {"id": run_id(config, digest, signature), "config": config.to_dict(), "data_hash": digest,
+           "base_model": config.model, "base_signature": signature}
+    folder = Path(checkpoint_dir) if checkpoint_dir else cache_dir() / "checkpoints" / run["id"]
+    claim_folder(folder, run, adopt=checkpoint_dir is None)  # another run's checkpoints: refused, never resumed
+    if not resume:
+        shutil.rmtree(folder)  # this run's own checkpoints (the claim says so): start over
+        claim_folder(folder, run)
 
     quiet_peft()
     set_seed(config.seed)  # LoRA's A matrices are drawn now: the seed decides them
@@ -568,8 +577,6 @@ def train(examples: Sequence[Mapping], config: TrainConfig | None = None, adapte
         trainer.remove_callback(PrinterCallback)  # the Trainer prints every log line; the history keeps them
     start = time.perf_counter()
     checkpoint = last_checkpoint(folder) if resume else None
-    if checkpoint is None and folder.is_dir() and not resume:
-        shutil.rmtree(folder)
     if verbose and checkpoint is not None:
         print(f"minirank.train: resuming from {checkpoint}")
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)

@@ -170,6 +170,57 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tok, examples, tm
         T.train(examples, config(), model=tiny_model(len(tok)), tokenizer=tok, adapter_dir=tmp_path / "adapter")
 
 
+def test_a_checkpoint_folder_refuses_another_run(tok, examples, tmp_path):
+    """Issue 12 item 3: run B (another objective, learning rate and data) given run A's checkpoint folder must not
+    continue A's weights under B's name; it is refused, naming both runs, and A's checkpoint stays as it was."""
+    folder = tmp_path / "checkpoints"
+    a_config = config()
+    cut = T.train(examples, a_config, model=tiny_model(len(tok)), tokenizer=tok, checkpoint_dir=folder,
+                  stop_after_steps=2)
+    assert not cut.finished and T.last_checkpoint(folder).name == "checkpoint-2"
+    saved = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    b_examples = T.build_examples(windows()[:3], tok, max_passage_tokens=12)  # other windows
+    b_config = config(objective="lm-only", learning_rate=1e-2)
+    signature = AD.base_signature(tiny_model(len(tok)))
+    a_id = T.run_id(a_config, T.data_hash(examples), signature)
+    b_id = T.run_id(b_config, T.data_hash(b_examples), signature)
+    for resume in (True, False):  # resume=False used to delete the folder, whoever's it was
+        with pytest.raises(FileExistsError) as refused:
+            T.train(b_examples, b_config, tmp_path / "b-adapter", model=tiny_model(len(tok)), tokenizer=tok,
+                    checkpoint_dir=folder, resume=resume)
+        message = str(refused.value)
+        assert f"run {a_id}" in message and f"run {b_id}" in message
+        assert "objective 'joint' -> 'lm-only'" in message and "learning_rate 0.05 -> 0.01" in message
+        assert "data_hash" in message and str(folder) in message
+    assert not (tmp_path / "b-adapter").exists()
+    assert {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()} == saved
+    # the run that owns the folder still resumes it
+    resumed = T.train(examples, a_config, model=tiny_model(len(tok)), tokenizer=tok, checkpoint_dir=folder)
+    assert resumed.finished and [row["step"] for row in resumed.log_history if "loss" in row] == [1, 2, 3, 4]
+
+
+def test_a_folder_that_is_not_a_runs_is_never_emptied(tok, examples, tmp_path):
+    """A checkpoint_dir that holds someone's files (not a minirank run's) is refused, never trained into and
+    deleted at the end (resume=True) or deleted at the start (resume=False)."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    for resume in (True, False):
+        with pytest.raises(FileExistsError, match="does not say which run made it"):
+            T.train(examples, config(max_steps=1), model=tiny_model(len(tok)), tokenizer=tok, checkpoint_dir=folder,
+                    resume=resume)
+        assert (folder / "notes.txt").read_text() == "keep me"
+    # an empty folder is fine, and resume=False restarts the run's own folder
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cut = T.train(examples, config(), model=tiny_model(len(tok)), tokenizer=tok, checkpoint_dir=empty,
+                  stop_after_steps=2)
+    restarted = T.train(examples, config(), model=tiny_model(len(tok)), tokenizer=tok, checkpoint_dir=empty,
+                        resume=False)
+    assert not cut.finished and restarted.finished
+    assert [row["step"] for row in restarted.log_history if "loss" in row] == [1, 2, 3, 4]
+
+
 # ------------------------------------------------------------------ bad input: clear errors
 
 def test_teacher_ordering_must_be_a_permutation():
