@@ -4,7 +4,8 @@ An adapter folder holds peft's ``adapter_model.safetensors`` (the LoRA weights) 
 ``adapter_config.json``, plus minirank's :data:`META_FILE`: the base model's name and signature
 (:func:`base_signature`), the training config, the data hash, the seed and the library versions.
 :func:`save_adapter` never overwrites a folder (:func:`minirank.records.refuse_existing`);
-:func:`load_adapter` refuses a base model the adapter was not trained on.
+:func:`load_adapter` refuses a base model the adapter was not trained on, a model that already carries
+an adapter, and an adapter file whose tensors do not all load.
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ SHIPPED_ADAPTER = DATA_DIR / "adapters" / "first-lora-smollm2"
 #: The file of an adapter folder that says what made it, and its format version.
 META_FILE = "minirank_adapter.json"
 META_FORMAT = 1
+#: peft's file of LoRA weights in an adapter folder.
+WEIGHTS_FILE = "adapter_model.safetensors"
 
 
 def quiet_peft() -> None:
@@ -113,14 +116,62 @@ def save_adapter(model, path: str | Path, config: "TrainConfig", digest: str, ex
     return path
 
 
-def load_adapter(model, path: str | Path):
-    """Put the LoRA adapter at ``path`` on ``model`` (eval mode) after checking it was made for this base.
+def _adapted_layers(model) -> list[str]:
+    """Names of the modules of ``model`` that peft replaced by LoRA layers (none on a plain base model)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
 
-    Note that peft modifies ``model`` in place: load a fresh base model for each adapter.
+    return [name for name, module in model.named_modules() if isinstance(module, BaseTunerLayer)]
+
+
+def _listed(keys: list[str], most: int = 4) -> str:
+    return ", ".join(keys[:most]) + (f" and {len(keys) - most} more" if len(keys) > most else "")
+
+
+def _check_complete(peft_model, path: Path) -> None:
+    """Every tensor of the adapter file is in the model with its value, and every LoRA weight of the model
+    came from the file; else peft's adapter is taken off again and a ValueError names the keys."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    stored = load_file(path / WEIGHTS_FILE)
+    loaded = get_peft_model_state_dict(peft_model, save_embedding_layers=False)  # as save_adapter writes them
+    not_loaded = sorted(set(stored) - set(loaded))
+    not_stored = sorted(set(loaded) - set(stored))
+    changed = sorted(k for k in set(stored) & set(loaded)
+                     if not torch.equal(stored[k].to(loaded[k].dtype), loaded[k].detach().cpu()))
+    if not_loaded or not_stored or changed:
+        peft_model.unload()  # the base model as it was before this call
+        problems = [f"{len(keys)} {what}: {_listed(keys)}" for keys, what in (
+            (not_loaded, "tensor(s) of the file fit no layer of the model"),
+            (not_stored, "LoRA weight(s) of the model are not in the file (they would keep their random start)"),
+            (changed, "tensor(s) differ from the file after loading")) if keys]
+        raise ValueError(f"adapter {path} did not load completely: {'; '.join(problems)}. Its {WEIGHTS_FILE} does "
+                         f"not match its adapter_config.json (edited, cut short, or from another adapter): "
+                         f"save the adapter again")
+
+
+def load_adapter(model, path: str | Path):
+    """Put the LoRA adapter at ``path`` on ``model`` (eval mode) and return the ``peft.PeftModel``, after
+    checking that it was made for this base model and that every tensor of its file was loaded.
+
+    Errors (ValueError): a base model the adapter was not trained on (:func:`base_signature` differs);
+    a model that already carries a LoRA adapter (peft would stack the second on the first, computing
+    neither, with a warning only); an adapter file whose tensors do not all load. Note that peft
+    modifies ``model`` in place: load a fresh base model for each adapter (:func:`load_with_adapter`).
     """
     from peft import PeftModel
 
+    path = Path(path)
     meta = read_adapter_meta(path)
+    if not (path / WEIGHTS_FILE).is_file():
+        raise FileNotFoundError(f"adapter folder {path} has no {WEIGHTS_FILE} (minirank saves adapters as safetensors)")
+    carried = _adapted_layers(model)
+    if carried or hasattr(model, "peft_config"):
+        raise ValueError(f"this model already carries a LoRA adapter ({len(carried)} adapted layers, e.g. "
+                         f"{carried[0] if carried else 'peft_config'}); putting {path} on it as well would compute "
+                         f"neither adapter. Put each adapter on a fresh base model (load_with_adapter does), or "
+                         f"take this one off first: base = model.unload() (merge_and_unload() instead keeps it "
+                         f"in the weights).")
     mine = base_signature(model)
     theirs = meta.get("base_signature", {})
     if not _same_base(theirs, mine):
@@ -131,7 +182,10 @@ def load_adapter(model, path: str | Path):
                          f"{' (same shape, different weights)' if shape(theirs) == shape(mine) else ''}. "
                          f"Load {meta.get('base_model')!r} and put the adapter on it.")
     quiet_peft()
-    peft_model = PeftModel.from_pretrained(model, str(path), is_trainable=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Found missing adapter keys")  # checked below, with the keys
+        peft_model = PeftModel.from_pretrained(model, str(path), is_trainable=False)
+    _check_complete(peft_model, path)
     peft_model.eval()
     peft_model.minirank_meta = meta
     return peft_model

@@ -252,6 +252,49 @@ def test_adapter_for_another_base_model_is_refused(tok, examples, tmp_path):
         AD.load_adapter(tiny_model(len(tok)), tmp_path)
 
 
+def test_an_adapter_is_never_put_on_a_model_that_already_carries_one(tok, examples, tmp_path):
+    """Issue 12 item 4: load_adapter(load_adapter(base, A), B) computed neither A nor B while saying B (peft only
+    warns). It is refused, with the way out (unload()); the base model peft changed in place is refused too."""
+    T.train(examples, config(max_steps=1, save_steps=1000), tmp_path / "a", model=tiny_model(len(tok)), tokenizer=tok,
+            checkpoint_dir=tmp_path / "ck-a")
+    T.train(examples, config(max_steps=1, save_steps=1000, seed=4), tmp_path / "b", model=tiny_model(len(tok)),
+            tokenizer=tok, checkpoint_dir=tmp_path / "ck-b")
+    base = tiny_model(len(tok))
+    with_a = AD.load_adapter(base, tmp_path / "a")
+    with pytest.raises(ValueError, match=r"already carries a LoRA adapter.*unload\(\)"):
+        AD.load_adapter(with_a, tmp_path / "b")
+    with pytest.raises(ValueError, match="already carries a LoRA adapter"):
+        AD.load_adapter(base, tmp_path / "b")  # peft put A's layers into `base` itself
+    with_b = AD.load_adapter(with_a.unload(), tmp_path / "b")  # unwrapped: a plain base model again
+    fresh_b = AD.load_adapter(tiny_model(len(tok)), tmp_path / "b")
+    wb, wf = AD.lora_state(with_b), AD.lora_state(fresh_b)
+    assert wb and all(torch.equal(wb[k], wf[k]) for k in wf)
+    assert with_b.minirank_meta["seed"] == 4
+
+
+def test_an_adapter_file_must_load_completely(tok, examples, tmp_path):
+    """Every tensor of adapter_model.safetensors must land in the model, and every LoRA weight of the model must
+    come from the file; otherwise the error names the keys (peft only warns, and the model is silently partial)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    T.train(examples, config(max_steps=1, save_steps=1000), tmp_path / "a", model=tiny_model(len(tok)), tokenizer=tok,
+            checkpoint_dir=tmp_path / "ck")
+    tensors = load_file(tmp_path / "a" / "adapter_model.safetensors")
+    key = sorted(k for k in tensors if "layers.1." in k)[0]
+    for broken, wrong in (("renamed", key.replace("layers.1.", "layers.7.")), ("dropped", None)):
+        folder = tmp_path / broken
+        shutil.copytree(tmp_path / "a", folder)
+        changed = {k: v for k, v in tensors.items() if k != key}
+        if wrong is not None:
+            changed[wrong] = tensors[key]
+        save_file(changed, folder / "adapter_model.safetensors")
+        with pytest.raises(ValueError, match="did not load completely") as refused:
+            AD.load_adapter(tiny_model(len(tok)), folder)
+        assert key in str(refused.value) and (wrong is None or wrong in str(refused.value))
+
+
 def test_teacher_windows_from_qrels_and_from_a_teacher_run(tiny_collection):
     from minirank.retrieval import BM25
 
