@@ -5,7 +5,6 @@ import json
 import pytest
 
 from minirank import cli
-from minirank.bench import finetune as BF
 from minirank.bench import latency as BL
 from minirank.latency import answer_tokens
 

@@ -2,7 +2,6 @@
 statistics run on a fake clock (so they are exact), the split and the cost model are checked on token
 counts and synthetic data. The benchmark that runs them (minirank.bench.latency) is tested in test_bench.py."""
 import functools
-import json
 
 import numpy as np
 import pytest
