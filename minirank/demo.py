@@ -12,11 +12,11 @@ to it is a class in its chapter, one line in :data:`METHODS`, and a test.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from minirank import data, evaluate, retrieval
+from minirank.records import refuse_existing, write_json
 from minirank.rerank import Cascade
 
 
@@ -62,7 +62,7 @@ def _first_lora(ctx: Context):
     """FIRST with the adapter shipped in data/adapters (chapter 5), on the window and passage cut it was
     trained with (stride half the window), on a fresh copy of its base model (peft changes what it wraps)."""
     from minirank.first import FirstReranker
-    from minirank.train import SHIPPED_ADAPTER, load_with_adapter
+    from minirank.adapters import SHIPPED_ADAPTER, load_with_adapter
 
     model, tokenizer, meta = load_with_adapter(SHIPPED_ADAPTER)
     cfg = meta["config"]
@@ -106,9 +106,8 @@ def run_demo(split: str = "test", methods: Sequence[str] | None = None, model: s
     """
     from minirank.models import DEFAULT_MODEL
 
-    if json_path is not None and Path(json_path).exists() and not force:
-        raise FileExistsError(f"{json_path} exists; minirank does not overwrite results: choose another "
-                              f"path or pass --force")
+    if json_path is not None:
+        refuse_existing(json_path, "--json file", force=force)
     methods = list(methods) if methods else available_methods()
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -129,7 +128,6 @@ def run_demo(split: str = "test", methods: Sequence[str] | None = None, model: s
            "collection": collection.name, "queries": len(collection.qrels), "rows": rows}
     echo(evaluate.format_table(rows))
     if json_path is not None:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+        write_json(json_path, out, force=force)
         echo(f"wrote {json_path}")
     return out

@@ -63,9 +63,15 @@ def forward_parameters(model) -> frozenset[str]:
     return _parameters_of(type(_core(model)), "forward")
 
 
+def logits_kwargs(model, keep: int) -> dict:
+    """``{"logits_to_keep": keep}`` (logits of the last ``keep`` positions only) where the model supports
+    it, else ``{}`` (all positions: slower and larger, the same values)."""
+    return {"logits_to_keep": int(keep)} if "logits_to_keep" in forward_parameters(model) else {}
+
+
 def last_logits_kwargs(model) -> dict:
-    """``{"logits_to_keep": 1}`` where the model supports it, else ``{}`` (full logits: slower, same values)."""
-    return {"logits_to_keep": 1} if "logits_to_keep" in forward_parameters(model) else {}
+    """The last position's logits only (what FIRST reads and greedy decoding needs): :func:`logits_kwargs` with 1."""
+    return logits_kwargs(model, 1)
 
 
 def cache_argument(model) -> str:

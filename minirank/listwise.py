@@ -345,11 +345,3 @@ class GenerationReranker(TextListwiseReranker):
                 self.stats["repaired_windows"] += 1
             orders.append(order)
         return orders
-
-
-def __getattr__(name):  # FirstReranker moved to minirank.first (chapter 3); old imports keep working
-    if name == "FirstReranker":
-        from minirank.first import FirstReranker
-
-        return FirstReranker
-    raise AttributeError(f"module 'minirank.listwise' has no attribute {name!r}")

@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from minirank import adapters as AD
 from minirank import losses as LOSSES
 from minirank import prompts as P
 from minirank import train as T
@@ -17,14 +18,7 @@ PASSAGES = ["Paris is the capital and largest city of France.", "Bananas are yel
             "The Eiffel Tower stands in Paris, France.", "Berlin is the capital of Germany."]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny model's matrices are too small to share between threads; on a busy 2-core machine the threads
-    mostly wait for each other. One thread here, restored afterwards for the other test modules."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: tiny models run best on one thread
 
 
 def windows():
@@ -138,7 +132,7 @@ def test_same_seed_same_adapter_and_the_loss_goes_down(tok, examples, tmp_path):
     b = T.train(examples, config(**fast), model=tiny_model(len(tok)), tokenizer=tok, checkpoint_dir=tmp_path / "b")
     c = T.train(examples, config(max_steps=1, seed=4, **fast), model=tiny_model(len(tok)), tokenizer=tok,
                 checkpoint_dir=tmp_path / "c")
-    wa, wb, wc = T.lora_state(a.model), T.lora_state(b.model), T.lora_state(c.model)
+    wa, wb, wc = AD.lora_state(a.model), AD.lora_state(b.model), AD.lora_state(c.model)
     assert wa and all(torch.equal(wa[k], wb[k]) for k in wa)
     assert any(not torch.equal(wa[k], wc[k]) for k in wa)
     batch = T.collate(examples, P.pad_token_id(tok))
@@ -160,7 +154,7 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tok, examples, tm
                       adapter_dir=tmp_path / "adapter")
     assert resumed.finished
     assert [row["step"] for row in resumed.log_history if "loss" in row] == [1, 2, 3, 4]
-    ws, wr = T.lora_state(straight.model), T.lora_state(resumed.model)
+    ws, wr = AD.lora_state(straight.model), AD.lora_state(resumed.model)
     assert all(torch.equal(ws[k], wr[k]) for k in ws)  # bit for bit, on a CPU
     # the saved adapter: safetensors + peft config + what made it; reloads to the same weights
     files = {p.name for p in (tmp_path / "adapter").iterdir()}
@@ -168,12 +162,63 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tok, examples, tm
     meta = json.loads((tmp_path / "adapter" / "minirank_adapter.json").read_text())
     assert meta["base_model"] == "tiny-test" and meta["seed"] == 3 and meta["data_hash"] == T.data_hash(examples)
     assert meta["config"]["lam"] == 10.0 and meta["config"]["objective"] == "joint"
-    reloaded = T.load_adapter(tiny_model(len(tok)), tmp_path / "adapter")
-    wl = T.lora_state(reloaded)
+    reloaded = AD.load_adapter(tiny_model(len(tok)), tmp_path / "adapter")
+    wl = AD.lora_state(reloaded)
     assert all(torch.equal(wr[k], wl[k]) for k in wr)
     # never overwritten
     with pytest.raises(FileExistsError, match="never overwrites"):
         T.train(examples, config(), model=tiny_model(len(tok)), tokenizer=tok, adapter_dir=tmp_path / "adapter")
+
+
+def test_a_checkpoint_folder_refuses_another_run(tok, examples, tmp_path):
+    """Issue 12 item 3: run B (another objective, learning rate and data) given run A's checkpoint folder must not
+    continue A's weights under B's name; it is refused, naming both runs, and A's checkpoint stays as it was."""
+    folder = tmp_path / "checkpoints"
+    a_config = config()
+    cut = T.train(examples, a_config, model=tiny_model(len(tok)), tokenizer=tok, checkpoint_dir=folder,
+                  stop_after_steps=2)
+    assert not cut.finished and T.last_checkpoint(folder).name == "checkpoint-2"
+    saved = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    b_examples = T.build_examples(windows()[:3], tok, max_passage_tokens=12)  # other windows
+    b_config = config(objective="lm-only", learning_rate=1e-2)
+    signature = AD.base_signature(tiny_model(len(tok)))
+    a_id = T.run_id(a_config, T.data_hash(examples), signature)
+    b_id = T.run_id(b_config, T.data_hash(b_examples), signature)
+    for resume in (True, False):  # resume=False used to delete the folder, whoever's it was
+        with pytest.raises(FileExistsError) as refused:
+            T.train(b_examples, b_config, tmp_path / "b-adapter", model=tiny_model(len(tok)), tokenizer=tok,
+                    checkpoint_dir=folder, resume=resume)
+        message = str(refused.value)
+        assert f"run {a_id}" in message and f"run {b_id}" in message
+        assert "objective 'joint' -> 'lm-only'" in message and "learning_rate 0.05 -> 0.01" in message
+        assert "data_hash" in message and str(folder) in message
+    assert not (tmp_path / "b-adapter").exists()
+    assert {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()} == saved
+    # the run that owns the folder still resumes it
+    resumed = T.train(examples, a_config, model=tiny_model(len(tok)), tokenizer=tok, checkpoint_dir=folder)
+    assert resumed.finished and [row["step"] for row in resumed.log_history if "loss" in row] == [1, 2, 3, 4]
+
+
+def test_a_folder_that_is_not_a_runs_is_never_emptied(tok, examples, tmp_path):
+    """A checkpoint_dir that holds someone's files (not a minirank run's) is refused, never trained into and
+    deleted at the end (resume=True) or deleted at the start (resume=False)."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    for resume in (True, False):
+        with pytest.raises(FileExistsError, match="does not say which run made it"):
+            T.train(examples, config(max_steps=1), model=tiny_model(len(tok)), tokenizer=tok, checkpoint_dir=folder,
+                    resume=resume)
+        assert (folder / "notes.txt").read_text() == "keep me"
+    # an empty folder is fine, and resume=False restarts the run's own folder
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cut = T.train(examples, config(), model=tiny_model(len(tok)), tokenizer=tok, checkpoint_dir=empty,
+                  stop_after_steps=2)
+    restarted = T.train(examples, config(), model=tiny_model(len(tok)), tokenizer=tok, checkpoint_dir=empty,
+                        resume=False)
+    assert not cut.finished and restarted.finished
+    assert [row["step"] for row in restarted.log_history if "loss" in row] == [1, 2, 3, 4]
 
 
 # ------------------------------------------------------------------ bad input: clear errors
@@ -200,11 +245,54 @@ def test_adapter_for_another_base_model_is_refused(tok, examples, tmp_path):
                    checkpoint_dir=tmp_path / "ck", adapter_dir=tmp_path / "adapter")
     assert done.adapter_dir == tmp_path / "adapter"
     with pytest.raises(ValueError, match="trained on base model 'tiny-test'.*same shape, different weights"):
-        T.load_adapter(tiny_model(len(tok), seed=1), tmp_path / "adapter")
+        AD.load_adapter(tiny_model(len(tok), seed=1), tmp_path / "adapter")
     with pytest.raises(ValueError, match="hidden 32.*hidden 64"):
-        T.load_adapter(tiny_model(len(tok), hidden_size=64), tmp_path / "adapter")
+        AD.load_adapter(tiny_model(len(tok), hidden_size=64), tmp_path / "adapter")
     with pytest.raises(FileNotFoundError, match="not a minirank adapter"):
-        T.load_adapter(tiny_model(len(tok)), tmp_path)
+        AD.load_adapter(tiny_model(len(tok)), tmp_path)
+
+
+def test_an_adapter_is_never_put_on_a_model_that_already_carries_one(tok, examples, tmp_path):
+    """Issue 12 item 4: load_adapter(load_adapter(base, A), B) computed neither A nor B while saying B (peft only
+    warns). It is refused, with the way out (unload()); the base model peft changed in place is refused too."""
+    T.train(examples, config(max_steps=1, save_steps=1000), tmp_path / "a", model=tiny_model(len(tok)), tokenizer=tok,
+            checkpoint_dir=tmp_path / "ck-a")
+    T.train(examples, config(max_steps=1, save_steps=1000, seed=4), tmp_path / "b", model=tiny_model(len(tok)),
+            tokenizer=tok, checkpoint_dir=tmp_path / "ck-b")
+    base = tiny_model(len(tok))
+    with_a = AD.load_adapter(base, tmp_path / "a")
+    with pytest.raises(ValueError, match=r"already carries a LoRA adapter.*unload\(\)"):
+        AD.load_adapter(with_a, tmp_path / "b")
+    with pytest.raises(ValueError, match="already carries a LoRA adapter"):
+        AD.load_adapter(base, tmp_path / "b")  # peft put A's layers into `base` itself
+    with_b = AD.load_adapter(with_a.unload(), tmp_path / "b")  # unwrapped: a plain base model again
+    fresh_b = AD.load_adapter(tiny_model(len(tok)), tmp_path / "b")
+    wb, wf = AD.lora_state(with_b), AD.lora_state(fresh_b)
+    assert wb and all(torch.equal(wb[k], wf[k]) for k in wf)
+    assert with_b.minirank_meta["seed"] == 4
+
+
+def test_an_adapter_file_must_load_completely(tok, examples, tmp_path):
+    """Every tensor of adapter_model.safetensors must land in the model, and every LoRA weight of the model must
+    come from the file; otherwise the error names the keys (peft only warns, and the model is silently partial)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    T.train(examples, config(max_steps=1, save_steps=1000), tmp_path / "a", model=tiny_model(len(tok)), tokenizer=tok,
+            checkpoint_dir=tmp_path / "ck")
+    tensors = load_file(tmp_path / "a" / "adapter_model.safetensors")
+    key = sorted(k for k in tensors if "layers.1." in k)[0]
+    for broken, wrong in (("renamed", key.replace("layers.1.", "layers.7.")), ("dropped", None)):
+        folder = tmp_path / broken
+        shutil.copytree(tmp_path / "a", folder)
+        changed = {k: v for k, v in tensors.items() if k != key}
+        if wrong is not None:
+            changed[wrong] = tensors[key]
+        save_file(changed, folder / "adapter_model.safetensors")
+        with pytest.raises(ValueError, match="did not load completely") as refused:
+            AD.load_adapter(tiny_model(len(tok)), folder)
+        assert key in str(refused.value) and (wrong is None or wrong in str(refused.value))
 
 
 def test_teacher_windows_from_qrels_and_from_a_teacher_run(tiny_collection):
@@ -223,30 +311,26 @@ def test_teacher_windows_from_qrels_and_from_a_teacher_run(tiny_collection):
         assert [w.pids[i] for i in w.order] == sorted(w.pids)
 
 
-# ------------------------------------------------------------------ the shipped adapter and the command line
+# ------------------------------------------------------------------ the shipped adapter
 
 def test_shipped_adapter_is_small_loads_on_the_default_model_and_adds_the_demo_row():
     from minirank.demo import RERANKERS
     from minirank.models import DEFAULT_MODEL, load
 
-    if not T.SHIPPED_ADAPTER.is_dir():
+    if not AD.SHIPPED_ADAPTER.is_dir():
         assert "first-lora" not in RERANKERS
         pytest.skip("no shipped adapter in data/adapters")
     assert "first-lora" in RERANKERS
-    size = sum(f.stat().st_size for f in T.SHIPPED_ADAPTER.iterdir())
+    size = sum(f.stat().st_size for f in AD.SHIPPED_ADAPTER.iterdir())
     assert size < 3 * 2**20
-    meta = T.read_adapter_meta(T.SHIPPED_ADAPTER)
+    meta = AD.read_adapter_meta(AD.SHIPPED_ADAPTER)
     assert meta["base_model"] == DEFAULT_MODEL and meta["config"]["objective"] == "joint"
     model, _ = load(DEFAULT_MODEL)
-    adapted = T.load_adapter(model, T.SHIPPED_ADAPTER)  # the signature check passes on the real base model
-    assert T.lora_state(adapted)
+    adapted = AD.load_adapter(model, AD.SHIPPED_ADAPTER)  # the signature check passes on the real base model
+    assert AD.lora_state(adapted)
 
 
-def test_bench_finetune_rejects_unknown_objectives_before_any_work():
-    from minirank.cli import main
-
-    assert main(["bench", "finetune", "--objectives", "joint,nope"]) == 2
-
+# ------------------------------------------------------------------ NEFTune and activation checkpointing
 
 def test_neftune_and_activation_checkpointing_switches_train(tok, examples, tmp_path):
     plain = T.train(examples, config(max_steps=1, save_steps=1000), model=tiny_model(len(tok)), tokenizer=tok,
@@ -256,18 +340,7 @@ def test_neftune_and_activation_checkpointing_switches_train(tok, examples, tmp_
     assert noisy.finished
     first = lambda r: next(row["loss"] for row in r.log_history if "loss" in row)
     assert first(noisy) != first(plain)  # the embeddings were noised during training
-    rows = T.measure_throughput(examples, config(), tiny_model(len(tok)), tok, batch_sizes=(1, 2), steps=1)
+    from minirank.bench.finetune import measure_throughput  # a benchmark of chapter 5: one example run here
+
+    rows = measure_throughput(examples, config(), tiny_model(len(tok)), tok, batch_sizes=(1, 2), steps=1)
     assert [r["batch"] for r in rows] == [1, 2] and all(r["tokens/s"] > 0 for r in rows)
-
-
-def test_bench_finetune_measures_a_random_weight_shape_and_refuses_to_evaluate_one(tmp_path, capsys):
-    from minirank.cli import main
-
-    assert main(["bench", "finetune", "--config", "tiny"]) == 2  # random weights cannot be evaluated
-    assert "use it with --measure" in capsys.readouterr().err
-    out = tmp_path / "measure.json"
-    assert main(["bench", "finetune", "--measure", "--config", "tiny", "--batch-sizes", "1,2",
-                 "--json", str(out)]) == 0
-    stored = json.loads(out.read_text())
-    assert stored["config"]["model"] == "random weights, shape tiny"
-    assert [r["batch"] for r in stored["rows"]] == [1, 2] and all(r["tokens/s"] > 0 for r in stored["rows"])
