@@ -89,3 +89,30 @@ def test_gpu_dtype_by_compute_capability(monkeypatch):
     assert device.pick_dtype("cuda") == torch.float16
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     assert device.pick_dtype("cuda") == torch.bfloat16
+
+
+def test_an_unreachable_hub_id_fails_fast_with_one_message(monkeypatch):
+    """A hub id offline took 76 s and printed 12 retry lines before failing (issue 12 item 6)."""
+    import huggingface_hub
+
+    from minirank import models
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    calls = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info",
+                        lambda self, name, timeout=None: calls.append(timeout) or offline())
+    with pytest.raises(ConnectionError, match="not in the local Hugging Face cache and the hub could not be reached"):
+        models.check_available("HuggingFaceTB/SmolLM2-360M-Instruct")
+    assert len(calls) == 1 and calls[0] is not None and calls[0] <= 30  # one request, with a timeout, no retries
+
+
+def test_a_missing_model_path_says_so(tmp_path):
+    from minirank import models
+
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        models.check_available(str(tmp_path / "nothing-here"))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        models.resolve("./not/a/model")
