@@ -146,10 +146,6 @@ class ListwiseReranker:
         self.window, self.stride, self.batch_size = window, stride, batch_size
         self.stats = new_stats(self.name)
 
-    @property
-    def method(self) -> str:  # the name the counters and tables use
-        return self.name
-
     def order_windows(self, windows: Sequence[Window]) -> list[list[int]]:
         """One permutation (indices into the window, best first) per window, in the same order."""
         raise NotImplementedError
