@@ -1,0 +1,118 @@
+"""Chapter 9: relevance feedback on the dense retriever's query vector (FIRST §4.4)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from minirank import feedback as F
+from minirank.rerank import PointwiseReranker, Retriever
+from minirank.retrieval import Dense, ranked
+
+
+class Length(PointwiseReranker):
+    """Longer passages first: a deterministic teacher."""
+
+    name = "length"
+
+    def score_pairs(self, pairs):
+        return [float(len(text)) for _, text in pairs]
+
+
+class Shortest(PointwiseReranker):
+    """Shorter passages first: a teacher that disagrees with Length (used for its order only)."""
+
+    name = "shortest"
+
+    def score_pairs(self, pairs):
+        return [-float(len(text)) for _, text in pairs]
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    g = np.random.default_rng(0)
+    passages = g.normal(size=(20, 16)).astype(np.float32)
+    passages /= np.linalg.norm(passages, axis=1, keepdims=True)
+    query = passages[:5].mean(0)
+    return query / np.linalg.norm(query), passages, g.normal(size=20).astype(np.float32), list(g.permutation(20))
+
+
+def test_both_losses_decrease_over_their_steps(synthetic):
+    query, passages, teacher, order = synthetic
+    moved, history = F.fit_kl(query, passages, teacher)
+    assert len(history) == F.KL_STEPS and history[-1] < 0.5 * history[0]
+    assert np.all(np.diff(history[:10]) < 0)
+    moved_rn, history_rn = F.fit_ranknet(query, passages, order)
+    assert len(history_rn) == F.RANKNET_STEPS and history_rn[-1] < history_rn[0]
+    assert np.all(np.diff(history_rn) < 0)
+    # the fitted vector agrees better with the teacher than the one it started from
+    assert np.corrcoef(passages @ moved, teacher)[0, 1] > np.corrcoef(passages @ query, teacher)[0, 1]
+
+
+def test_the_losses_are_the_papers(synthetic):
+    """KL(teacher || student) on one query, and weighted RankNet (1/(r_i + r_j), mean over pairs)."""
+    query, passages, teacher, order = synthetic
+    _, history = F.fit_kl(query, passages, teacher, steps=1)
+    c = F.score_scale(torch.tensor(teacher), torch.tensor(passages @ query))
+    student = torch.tensor(c / 2 * passages @ query)
+    kl = torch.nn.KLDivLoss(reduction="batchmean", log_target=True)(
+        torch.log_softmax(student, -1)[None], torch.log_softmax(torch.tensor(teacher), -1)[None])
+    assert history[0] == pytest.approx(float(kl), rel=1e-5)
+    _, history = F.fit_ranknet(query, passages, order, steps=1)
+    ranks = {i: r + 1 for r, i in enumerate(order)}
+    c = F.score_scale(torch.arange(20, 0, -1).float(), torch.tensor(passages @ query))
+    s = c / 2 * passages @ query
+    pairs = [(i, j) for i in range(20) for j in range(20) if ranks[i] < ranks[j]]
+    by_hand = np.mean([np.log1p(np.exp(s[j] - s[i])) / (ranks[i] + ranks[j]) for i, j in pairs])
+    assert history[0] == pytest.approx(by_hand, rel=1e-4)
+
+
+def test_zero_steps_returns_the_original_run(tiny_collection):
+    dense = Dense(tiny_collection.passages)
+    queries = tiny_collection.queries
+    original = dense.search(queries, k=4)
+    for kwargs in ({}, {"pointwise": Length(), "kl_steps": 0}, {"listwise": Length(), "ranknet_steps": 0},
+                   {"pointwise": Length(), "listwise": Length(), "kl_steps": 0, "ranknet_steps": 0}):
+        feedback = F.RelevanceFeedback(dense, tiny_collection.passages, pointwise_depth=3, listwise_depth=3, **kwargs)
+        assert isinstance(feedback, Retriever)
+        assert feedback.search(queries, k=4) == original, kwargs
+
+
+def test_feedback_moves_the_query_towards_its_teacher(tiny_collection):
+    dense = Dense(tiny_collection.passages)
+    queries = tiny_collection.queries
+    both = F.RelevanceFeedback(dense, tiny_collection.passages, pointwise=Length(), listwise=Shortest(),
+                               pointwise_depth=4, listwise_depth=4, kl_steps=30, kl_lr=0.05)
+    run = both.search(queries, k=len(tiny_collection.passages))
+    assert set(run) == set(queries) and all(len(r) == len(tiny_collection.passages) for r in run.values())
+    for qid in queries:
+        assert both.history[qid]["kl"][-1] < both.history[qid]["kl"][0]
+        assert both.history[qid]["ranknet"][-1] <= both.history[qid]["ranknet"][0]
+    assert both.stats["pointwise"]["candidates"] == 4 * len(queries)
+    # with a strong KL fit alone, the longest of the first four candidates rises to the top
+    kl = F.RelevanceFeedback(dense, tiny_collection.passages, pointwise=Length(), pointwise_depth=4,
+                             kl_steps=100, kl_lr=0.05)
+    moved = kl.search(queries, k=4)
+    first = dense.search(queries, k=4)
+    for qid in queries:
+        longest = max(first[qid], key=lambda p: len(tiny_collection.passages[p]))
+        assert ranked(moved[qid]).index(longest) <= ranked(first[qid]).index(longest)
+
+
+def test_bad_input(tiny_collection, synthetic):
+    query, passages, teacher, order = synthetic
+    with pytest.raises(ValueError, match="permutation"):
+        F.fit_ranknet(query, passages, [0, 0, 1])
+    with pytest.raises(ValueError, match="teacher values"):
+        F.fit_kl(query, passages, teacher[:3])
+    with pytest.raises(ValueError, match="steps"):
+        F.fit_kl(query, passages, teacher, steps=-1)
+    with pytest.raises(TypeError, match="Dense"):
+        F.RelevanceFeedback(object(), tiny_collection.passages)
+    dense = Dense(tiny_collection.passages)
+    with pytest.raises(TypeError, match="PointwiseReranker"):
+        F.RelevanceFeedback(dense, tiny_collection.passages, pointwise=object())
+    with pytest.raises(ValueError, match="listwise_depth"):
+        F.RelevanceFeedback(dense, tiny_collection.passages, listwise_depth=0)
+    with pytest.raises(ValueError, match="query vectors"):
+        dense.search_vectors(["q1"], np.zeros((2, 384)), 3)
