@@ -24,6 +24,7 @@ it). Two teachers, two losses (§4.4):
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -101,6 +102,32 @@ def fit_ranknet(query_vector, passage_vectors, order: Sequence[int], steps: int 
     return _fit(query_vector, passage_vectors, as_scores,
                 lambda student: losses.weighted_ranknet_loss(student[None], ranks[None], pair_reduction="mean"),
                 steps, lr)
+
+
+class Remembered:
+    """A reranker that reranks the same queries and candidates only once (its first answer is kept).
+
+    Chapter 9 fits three feedback variants on the same teachers' judgements; wrapping the teachers
+    saves recomputing them. ``stats`` and ``last_scores`` are those of the remembered call.
+    """
+
+    def __init__(self, reranker):
+        if not hasattr(reranker, "rerank"):
+            raise TypeError(f"Remembered needs a reranker (rerank(queries, candidates, passages)), got "
+                            f"{type(reranker).__name__}")
+        self.reranker, self.name = reranker, getattr(reranker, "name", type(reranker).__name__)
+        self.stats, self.last_scores = {}, {}
+        self._memo: dict[tuple, tuple] = {}
+
+    def rerank(self, queries, candidates: Run, passages: Mapping[str, str] | None = None, **options) -> Run:
+        key = (tuple((qid, queries[qid], tuple(ranked(scores))) for qid, scores in sorted(candidates.items())),
+               tuple(sorted(options.items())))
+        if key not in self._memo:
+            run = self.reranker.rerank(queries, candidates, passages, **options)
+            self._memo[key] = (run, copy.deepcopy(getattr(self.reranker, "last_scores", {})),
+                               copy.deepcopy(getattr(self.reranker, "stats", {})))
+        run, self.last_scores, self.stats = copy.deepcopy(self._memo[key])
+        return run
 
 
 class RelevanceFeedback:

@@ -116,3 +116,20 @@ def test_bad_input(tiny_collection, synthetic):
         F.RelevanceFeedback(dense, tiny_collection.passages, listwise_depth=0)
     with pytest.raises(ValueError, match="query vectors"):
         dense.search_vectors(["q1"], np.zeros((2, 384)), 3)
+
+
+def test_remembered_reranks_once(tiny_collection):
+    class Counting(Length):
+        calls = 0
+
+        def score_pairs(self, pairs):
+            Counting.calls += 1
+            return super().score_pairs(pairs)
+
+    teacher = F.Remembered(Counting())
+    candidates = {"q1": {"d1": 2.0, "d2": 1.0}}
+    first = teacher.rerank(tiny_collection.queries, candidates, tiny_collection.passages)
+    again = teacher.rerank(tiny_collection.queries, candidates, tiny_collection.passages)
+    assert first == again and Counting.calls == 1 and teacher.last_scores["q1"]["d1"] == len(tiny_collection.passages["d1"])
+    teacher.rerank(tiny_collection.queries, {"q1": {"d3": 1.0}}, tiny_collection.passages)
+    assert Counting.calls == 2 and set(teacher.last_scores["q1"]) == {"d3"}
