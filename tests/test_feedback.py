@@ -133,3 +133,17 @@ def test_remembered_reranks_once(tiny_collection):
     assert first == again and Counting.calls == 1 and teacher.last_scores["q1"]["d1"] == len(tiny_collection.passages["d1"])
     teacher.rerank(tiny_collection.queries, {"q1": {"d3": 1.0}}, tiny_collection.passages)
     assert Counting.calls == 2 and set(teacher.last_scores["q1"]) == {"d3"}
+
+
+def test_demo_rows_query_likelihood_and_feedback(tiny_collection, monkeypatch, tok):
+    from minirank import demo
+    from minirank.models import tiny_model
+
+    monkeypatch.setattr(demo.Context, "llm", property(lambda self: (tiny_model(len(tok)), tok)))
+    monkeypatch.setattr("minirank.models.check_available", lambda name=None: "tiny")
+    assert "query-likelihood" in demo.RERANKERS and "feedback" in demo.RETRIEVERS
+    result = demo.run_demo(methods=["dense", "query-likelihood", "feedback"], collection=tiny_collection, depth=3,
+                           echo=lambda s: None, progress=False)
+    rows = {row["method"]: row for row in result["rows"]}
+    assert set(rows) == {"dense", "query-likelihood", "feedback"}
+    assert all(0.0 <= row["recall@20"] <= 1.0 for row in rows.values())
