@@ -32,7 +32,7 @@ import torch
 from minirank import prompts as P
 from minirank.forward import context_length, device_of, last_logits_kwargs, positions
 from minirank.listwise import window_schedule
-from minirank.rerank import PointwiseReranker
+from minirank.rerank import PointwiseReranker, queries_and_passages
 
 #: TSARankLLM's prompt (§2.1, and ``eval.py`` of Alibaba-NLP/RankingGPT); the query's ids follow ``Query:``.
 QL_PROMPT = "Document: {doc} Query:"
@@ -157,6 +157,13 @@ class QueryLikelihoodReranker(PointwiseReranker):
         self.max_passage_tokens = max_passage_tokens
 
     def rerank(self, queries, candidates, passages=None, *, k=None, progress=False):
+        texts, _ = queries_and_passages(queries, passages)
+        for qid in candidates:  # a query without tokens fails before any model call, naming it
+            if qid in texts:
+                try:
+                    query_token_ids(self.tokenizer, texts[qid])
+                except ValueError as err:
+                    raise ValueError(f"query {qid!r}: {err}") from None
         run = super().rerank(queries, candidates, passages, k=k, progress=progress)
         self._counters()  # present even when nothing was scored (k=0)
         return run

@@ -94,8 +94,9 @@ def test_bad_input(model, tok, tiny_collection):
     reranker = Q.QueryLikelihoodReranker(model, tok)
     with pytest.raises(ValueError, match="tokenises to no tokens"):
         reranker.score_pairs([("   ", "a passage")])
-    with pytest.raises(ValueError, match="tokenises to no tokens"):
-        reranker.rerank({"q": ""}, {"q": {"d1": 1.0}}, tiny_collection.passages)
+    with pytest.raises(ValueError, match="query 'q2': query '' tokenises to no tokens"):
+        reranker.rerank({"q1": "bread", "q2": ""}, {"q1": {"d1": 1.0}, "q2": {"d1": 1.0}}, tiny_collection.passages)
+    assert reranker.stats["model_calls"] == 0  # refused before any model call
     with pytest.raises(ValueError, match="reduction"):
         Q.QueryLikelihoodReranker(model, tok, reduction="max")
     with pytest.raises(ValueError, match="no candidates"):
