@@ -127,3 +127,20 @@ def test_cost_per_query_counts_sequences_and_windows(tok):
     assert rows["listwise-gen"]["generated"] > 0
     assert rows["listwise-gen"]["model_calls"] == 2 + rows["listwise-gen"]["generated"]
     assert rows["query-likelihood"]["generated"] == 0 and rows["first"]["tokens"] > 0
+
+
+def test_lesson_quotes_the_cost_table(tok):
+    """Lesson 8.2's table is cost_per_query's for the course collection's first test query (no model needed)."""
+    from pathlib import Path
+
+    from minirank.data import load_course
+    from minirank.evaluate import format_table
+    from minirank.retrieval import BM25
+
+    test = load_course("test")
+    qid = next(iter(test.queries))
+    passages = [test.passages[p] for p in ranked(BM25(test.passages).search({qid: test.queries[qid]}, 20)[qid])]
+    table = format_table(Q.cost_per_query(tok, test.queries[qid], passages, window=20, stride=10,
+                                          max_passage_tokens=64), markdown=True)
+    lesson = (Path(__file__).parents[1] / "lessons" / "08_query_likelihood.md").read_text(encoding="utf-8")
+    assert table in lesson, f"lessons/08_query_likelihood.md does not quote the cost table; paste:\n{table}"
