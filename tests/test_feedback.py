@@ -147,3 +147,38 @@ def test_demo_rows_query_likelihood_and_feedback(tiny_collection, monkeypatch, t
     rows = {row["method"]: row for row in result["rows"]}
     assert set(rows) == {"dense", "query-likelihood", "feedback"}
     assert all(0.0 <= row["recall@20"] <= 1.0 for row in rows.values())
+
+
+def numbers_of(line: str) -> list[str]:
+    import re
+
+    return re.findall(r"[-+]?\d+\.\d+|\b\d+/\d+/\d+\b", line)
+
+
+def quoted_rows_agree(notebook: str, lesson: str, methods: list[str]) -> list[str]:
+    """The lesson's table rows for ``methods`` hold the numbers the notebook's stored outputs print for them
+    (the notebooks are kept true by strict nbval; this keeps the lessons true to the notebooks)."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    cells = json.loads((root / "notebooks" / notebook).read_text(encoding="utf-8"))["cells"]
+    printed = [line for c in cells if c["cell_type"] == "code" for o in c.get("outputs", [])
+               for line in "".join(o.get("text", "")).splitlines()]
+    text = (root / "lessons" / lesson).read_text(encoding="utf-8").splitlines()
+    problems = []
+    for method in methods:
+        rows = [line for line in text if line.startswith(f"| {method} |")]
+        outputs = [numbers_of(line) for line in printed if line.startswith(method + " ")]
+        for row in rows:
+            if not any(all(n in out for n in numbers_of(row)) for out in outputs):
+                problems.append(f"{lesson}: {row!r} is not in {notebook}'s outputs for {method!r}")
+        if not rows:
+            problems.append(f"{lesson} quotes no row for {method!r}")
+    return problems
+
+
+def test_lessons_quote_the_notebooks_tables():
+    assert quoted_rows_agree("09_relevance_feedback.ipynb", "09_relevance_feedback.md",
+                             ["dense", "kl (query likelihood)", "ranknet (first)", "kl + ranknet"]) == []
+    assert quoted_rows_agree("08_query_likelihood.ipynb", "08_query_likelihood.md", ["bm25", "query-likelihood"]) == []
