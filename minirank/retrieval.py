@@ -186,6 +186,8 @@ class Dense:
     def search_vectors(self, qids: list[str], vectors: np.ndarray, k: int = 100) -> Run:
         """Rank the collection by the dot product with query vectors ``(len(qids), dim)`` (the encoder's,
         or vectors moved by relevance feedback, chapter 9); the top ``k`` per query."""
+        if not qids:
+            return {}
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.shape != (len(qids), self.embeddings.shape[1]):
             raise ValueError(f"query vectors must be ({len(qids)}, {self.embeddings.shape[1]}), one per query id, "
