@@ -71,10 +71,28 @@ def _first_lora(ctx: Context):
     return reranker
 
 
+def _query_likelihood(ctx: Context):
+    from minirank.pointwise import QueryLikelihoodReranker
+
+    return QueryLikelihoodReranker(*ctx.llm)
+
+
+def _feedback(ctx: Context):
+    """Dense retrieval moved by both teachers of FIRST §4.4 (query likelihood's scores, then FIRST's
+    order) on the dense top ``depth``, then dense retrieval again (chapter 9)."""
+    from minirank.feedback import RelevanceFeedback
+    from minirank.first import FirstReranker
+    from minirank.pointwise import QueryLikelihoodReranker
+
+    return RelevanceFeedback(ctx.dense, ctx.collection.passages, pointwise=QueryLikelihoodReranker(*ctx.llm),
+                             listwise=FirstReranker(*ctx.llm), pointwise_depth=ctx.depth, listwise_depth=ctx.depth)
+
+
 #: First-stage retrievers: name -> factory(context) -> a retriever over the collection.
 RETRIEVERS: dict[str, Callable[[Context], object]] = {
     "bm25": lambda ctx: ctx.bm25,             # chapter 1
     "dense": lambda ctx: ctx.dense,           # chapter 1
+    "feedback": _feedback,                    # chapter 9
 }
 
 #: Rerankers: name -> factory(context) -> a reranker (``minirank rerank --method`` uses the same table).
@@ -82,6 +100,7 @@ RERANKERS: dict[str, Callable[[Context], object]] = {
     "listwise-gen": _generation,              # chapter 2
     "first": _first,                          # chapter 3
     "first-lora": _first_lora,                # chapter 5
+    "query-likelihood": _query_likelihood,    # chapter 8
 }
 
 #: Every row of the demo, in order: retrievers as they are, rerankers on BM25's top ``depth``.
