@@ -92,6 +92,10 @@ def _feedback(ctx: Context):
 RETRIEVERS: dict[str, Callable[[Context], object]] = {
     "bm25": lambda ctx: ctx.bm25,             # chapter 1
     "dense": lambda ctx: ctx.dense,           # chapter 1
+}
+
+#: Retrievers that learn from an LLM reranker (listed after the rerankers they use).
+FEEDBACK: dict[str, Callable[[Context], object]] = {
     "feedback": _feedback,                    # chapter 9
 }
 
@@ -107,6 +111,7 @@ RERANKERS: dict[str, Callable[[Context], object]] = {
 METHODS: dict[str, Callable[[Context], object]] = {
     **RETRIEVERS,
     **{name: (lambda ctx, make=make: ctx.rerank_bm25(make(ctx))) for name, make in RERANKERS.items()},
+    **FEEDBACK,
 }
 
 
@@ -133,7 +138,7 @@ def run_demo(split: str = "test", methods: Sequence[str] | None = None, model: s
         raise ValueError(f"unknown method(s) {unknown}: expected some of {available_methods()}")
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
         raise ValueError(f"--depth must be a positive integer (how many BM25 candidates are reranked), got {depth!r}")
-    if any(m in RERANKERS for m in methods):
+    if any(m not in RETRIEVERS for m in methods):  # every other row runs the LLM
         from minirank.models import check_available
 
         check_available(model)  # a missing model fails now, not after the first rows have run

@@ -141,7 +141,7 @@ def test_demo_rows_query_likelihood_and_feedback(tiny_collection, monkeypatch, t
 
     monkeypatch.setattr(demo.Context, "llm", property(lambda self: (tiny_model(len(tok)), tok)))
     monkeypatch.setattr("minirank.models.check_available", lambda name=None: "tiny")
-    assert "query-likelihood" in demo.RERANKERS and "feedback" in demo.RETRIEVERS
+    assert "query-likelihood" in demo.RERANKERS and "feedback" in demo.FEEDBACK and list(demo.METHODS)[-1] == "feedback"
     result = demo.run_demo(methods=["dense", "query-likelihood", "feedback"], collection=tiny_collection, depth=3,
                            echo=lambda s: None, progress=False)
     rows = {row["method"]: row for row in result["rows"]}
