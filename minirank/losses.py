@@ -109,7 +109,7 @@ def ranks_from_labels(labels: Tensor, mask: Tensor | None = None) -> Tensor:
 
 
 # ---------------------------------------------------------------------------
-# Pairwise: RankNet, FIRST's weighted RankNet, LambdaRank
+# Pairwise: RankNet, FIRST's weighted RankNet, LambdaRank, NDCG-Loss2
 # ---------------------------------------------------------------------------
 
 

@@ -2,8 +2,11 @@
 
 A program that runs chapter 5 (:mod:`minirank.train`): it trains one LoRA adapter per objective
 (:data:`minirank.train.OBJECTIVES`) and seed on the train split, FIRST-reranks the test split's BM25
-candidates with each (:func:`rerank_and_score`) and prints the table of :func:`ablation_rows`: mean
-nDCG@10 +/- the spread over seeds, with paired tests against the joint loss and the zero-shot model.
+candidates with each (:func:`rerank_and_score`) and prints the table of :func:`ablation_rows`: per objective
+its ranking term (loss, scale, targets: ``--protocol``), mean nDCG@10 and the spread over seeds, the paired
+difference from the joint loss with its 95% interval, exact permutation p-values against the joint loss and
+the zero-shot model, and the headroom of the reranked candidates. ``--restat`` recomputes that table from a
+stored output's per-query scores, without training.
 Each finished run is cached (``$MINIRANK_CACHE/bench_finetune``), so an interrupted benchmark picks up
 where it stopped. ``--measure`` times training instead (:func:`measure_throughput`: tokens/s and peak
 memory per batch size), on the real model or on a random-weight shape of :data:`minirank.models.CONFIGS`.
@@ -289,9 +292,9 @@ def _parser() -> argparse.ArgumentParser:
 def bench_main(argv: Sequence[str] | None = None) -> int:
     """``minirank bench finetune``: the ablation of FIRST Tables 2-3 on the course collection.
 
-    Trains one LoRA adapter per objective and seed on the train split, FIRST-reranks the test split's
-    BM25 candidates with each, and prints mean nDCG@10 +/- spread over seeds with paired tests against
-    the joint loss. Each finished run is cached (``$MINIRANK_CACHE/bench_finetune``), so an interrupted
+    Trains one LoRA adapter per objective and seed on the train split (``--protocol`` decides how each
+    ranking term is scaled and targeted), FIRST-reranks the test split's BM25 candidates with each, and
+    prints the table of :func:`ablation_rows`. Each finished run is cached (``$MINIRANK_CACHE/bench_finetune``), so an interrupted
     benchmark picks up where it stopped. ``--save-adapter DIR`` also keeps the adapter of the first
     objective and seed (how ``data/adapters/first-lora-smollm2`` was made).
     """
