@@ -276,9 +276,13 @@ def ndcg_loss2(
     logits, see minirank.objective), it flows through the weights too.
     """
     valid = _valid(scores, mask)
-    gains, position = _gains_and_positions(scores, labels, valid, "exp2")
+    _, position = _gains_and_positions(scores, labels, valid, "exp2")
+    # gains and IDCG both divided by 2^max(y): G is unchanged, and logits as labels (FIRST) cannot overflow
+    rel = torch.where(valid, labels, 0.0).to(scores.dtype).clamp(min=0.0)
+    top = rel.detach().amax(dim=1, keepdim=True)
+    gains = torch.where(valid, torch.pow(2.0, rel - top) - torch.pow(2.0, -top), 0.0)
     ideal = _ideal_dcg(gains, k)
-    g = torch.where(ideal[:, None] > 0, gains / ideal.clamp(min=1e-12)[:, None], 0.0)
+    g = torch.where(ideal[:, None] > 0, gains / ideal.clamp(min=torch.finfo(gains.dtype).tiny)[:, None], 0.0)
     d = (position[:, :, None] - position[:, None, :]).abs().to(scores.dtype)
     delta = (1.0 / torch.log2(1.0 + d.clamp(min=1.0)) - 1.0 / torch.log2(2.0 + d)).abs()
     weights = delta * (g[:, :, None] - g[:, None, :]).abs() / math.log(2.0)  # log2(1 + e^x) = softplus(x) / ln 2

@@ -141,6 +141,17 @@ def test_ndcg_loss2_matches_the_formula(k, sigma: float, pair_reduction: str) ->
         assert got[row].item() == pytest.approx(expected, rel=1e-10, abs=1e-12)
 
 
+def test_ndcg_loss2_stays_finite_for_labels_past_float32s_range() -> None:
+    """FIRST's targets are logits: 2^200 overflows float32, the normalised gains G_i do not."""
+    g = torch.Generator().manual_seed(12)
+    scores = torch.randn(2, 6, generator=g)
+    labels = 150 + 50 * torch.rand(2, 6, generator=g)
+    got = ndcg_loss2(scores, labels, reduction="none", pair_reduction="mean")
+    for row in range(2):
+        expected = ndcg_loss2_by_formula(scores[row].tolist(), labels[row].tolist(), mean=True)
+        assert got[row].item() == pytest.approx(expected, rel=1e-4)
+
+
 def test_ndcg_loss2_telescopes_the_discount() -> None:
     """The step of the derivation (lesson 4.4): 1 - 1/D(p_i) = sum over j above i of delta_ij."""
     g = torch.Generator().manual_seed(11)
