@@ -10,7 +10,8 @@ FIRST (Reddy et al., 2024, §3.2) trains a listwise reranker on two signals at o
 
 This module builds the training windows (from graded qrels or from a teacher reranker's run), turns
 them into token ids with the loss positions marked and trains LoRA adapters (``peft``) with a
-``transformers.Trainer`` whose ``compute_loss`` is eq. 3, resuming interrupted runs. Adapters are saved
+``transformers.Trainer`` whose ``compute_loss`` is eq. 3 (:func:`minirank.objective.joint_loss`, re-exported
+here with the ablation's objectives and protocols), resuming interrupted runs. Adapters are saved
 with what made them by :mod:`minirank.adapters`; the ablation of FIRST Table 2/3 on the course collection
 is a program of its own, :mod:`minirank.bench.finetune`. The device and dtype are the model's (chosen
 by :mod:`minirank.models` through :mod:`minirank.device`), never decided here.
@@ -33,30 +34,20 @@ from pathlib import Path
 
 import torch
 
-from minirank import losses as LOSSES
 from minirank import prompts as P
 from minirank.adapters import (META_FILE, SHIPPED_ADAPTER, base_signature, load_adapter, lora_config, quiet_peft,
                                read_adapter_meta, save_adapter)
 from minirank.data import BENCH_DIR
-from minirank.first import identifier_logits
-from minirank.forward import context_length, logits_kwargs  # noqa: F401  (context_length: used by the notebook and bench)
+from minirank.forward import context_length  # noqa: F401  (used by the notebook and bench)
+from minirank.objective import (OBJECTIVES, PROTOCOLS, first_targets, first_token_scores,  # noqa: F401  (the loss
+                                forward_logits, joint_loss, lm_loss, rank_loss, ranking_term)  # lives there)
 from minirank.records import claim_folder, refuse_existing
 from minirank.retrieval import Run, ranked
 
+quiet_peft()  # at import, so notebooks that call peft themselves (notebook 05) get the quiet that train() has
+
 #: The stored output of ``minirank bench finetune --seeds 0,1,2 --json ...`` (lesson 5.8, notebook 05).
 STORED_ABLATION = BENCH_DIR / "finetune-ablation-cpu.json"
-
-#: The ablation of FIRST Table 2 (rows "- Weighting", "- LM") and Table 3 (the other ranking losses):
-#: objective name -> (uses the LM loss, the ranking loss on the first-token logits or None).
-OBJECTIVES: dict[str, tuple[bool, str | None]] = {
-    "joint": (True, "weighted_ranknet"),      # FIRST: L_LM + lambda * weighted RankNet (eq. 3)
-    "-weighting": (True, "ranknet"),          # Table 2 "- Weighting": plain RankNet, every pair weight 1
-    "-lm": (False, "weighted_ranknet"),       # Table 2 "- LM": lambda * weighted RankNet alone
-    "lm-only": (True, None),                  # Table 2 "LM Generation" training: RankZephyr's objective
-    "listnet": (True, "listnet"),             # Table 3: ListNet in place of weighted RankNet
-    "lambdarank": (True, "lambdarank"),       # Table 3: LambdaRank in place of weighted RankNet
-}
-
 
 # ====================================================================== 1. training windows
 
@@ -248,100 +239,7 @@ def collate(examples: Sequence[Mapping], pad_id: int) -> dict[str, torch.Tensor]
     }
 
 
-# ====================================================================== 3. the joint objective (eq. 1-3)
-
-def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Eq. 1: mean negative log-likelihood of the target tokens (labels != -100), next-token shifted.
-
-    ``logits`` may cover only the last ``k`` positions of the sequence (see :func:`forward_logits`);
-    the labels are aligned with them from the right.
-    """
-    offset = labels.shape[1] - logits.shape[1]
-    shifted = logits[:, :-1, :].float()
-    target = labels[:, offset + 1:]
-    return torch.nn.functional.cross_entropy(shifted.reshape(-1, shifted.shape[-1]), target.reshape(-1),
-                                             ignore_index=-100)
-
-
-def forward_logits(model, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """``(logits, offset)``: the logits from the first rank position of the batch to the end.
-
-    Neither loss needs the prompt's other positions, and their logits (``tokens x vocabulary``, 49k
-    wide for the default model) cost about a fifth of the step's compute and most of its activation
-    memory. ``offset`` is the sequence position of ``logits[:, 0]``; models without ``logits_to_keep``
-    return all positions (offset 0).
-    """
-    width = batch["input_ids"].shape[1]
-    keep = logits_kwargs(model, width - int(batch["rank_position"].min()))
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **keep)
-    return out.logits, width - out.logits.shape[1]
-
-
-def first_token_scores(logits: torch.Tensor, rank_position: torch.Tensor, identifier_ids: torch.Tensor,
-                       offset: int = 0) -> torch.Tensor:
-    """``s_i``: the logit of each passage's identifier at the rank position (B, m), read by
-    :func:`minirank.first.identifier_logits`, the readout FIRST's inference uses too."""
-    rows = torch.arange(logits.shape[0], device=logits.device)
-    return identifier_logits(logits[rows, rank_position.to(logits.device) - offset], identifier_ids)
-
-
-def rank_loss(scores: torch.Tensor, target_ranks: torch.Tensor, grades: torch.Tensor, mask: torch.Tensor,
-              kind: str = "weighted_ranknet", pair_reduction: str = "mean") -> torch.Tensor:
-    """The ranking loss on the first-token scores, mean over the batch.
-
-    ``weighted_ranknet`` is eq. 2 with the intended sign: pairs ``r_i < r_j`` weighted ``1/(r_i + r_j)``
-    (:func:`minirank.losses.weighted_ranknet_loss`); ``ranknet`` sets every weight to 1. Pairs whose
-    grades are equal (qrels ties) carry no preference and are left out. ``pair_reduction='mean'``
-    divides by the number of pairs, as FIRST's training code does and as lambda = 10 assumes; with a
-    strict teacher ordering the result equals ``weighted_ranknet_loss(..., pair_reduction='mean')``.
-    ``listnet`` and ``lambdarank`` (Table 3) use the grades: :func:`minirank.losses.listnet_loss`,
-    :func:`minirank.losses.lambdarank_loss`.
-    """
-    mask = mask.to(torch.bool)
-    target_ranks, grades = target_ranks.to(scores.device), grades.to(scores.device)
-    if kind in ("weighted_ranknet", "ranknet"):
-        r = torch.where(mask, target_ranks, 0).to(scores.dtype)
-        differ = grades[:, :, None] != grades[:, None, :]
-        base = (1.0 / (r[:, :, None] + r[:, None, :]).clamp(min=1.0) if kind == "weighted_ranknet"
-                else torch.ones_like(differ, dtype=scores.dtype))
-        weights = torch.where(differ, base, 0.0)
-        per_query = LOSSES.ranknet_loss(scores, target_ranks, mask, weighting=weights, pair_reduction="sum",
-                                        reduction="none")
-        if pair_reduction == "mean":
-            pairs = (r[:, :, None] < r[:, None, :]) & differ & mask[:, :, None] & mask[:, None, :]
-            per_query = per_query / pairs.sum(dim=(1, 2)).clamp(min=1)
-        elif pair_reduction != "sum":
-            raise ValueError(f"pair_reduction must be 'mean' or 'sum', not {pair_reduction!r}")
-        return per_query.mean()
-    if kind == "listnet":
-        return LOSSES.listnet_loss(scores, grades, mask)
-    if kind == "lambdarank":
-        return LOSSES.lambdarank_loss(scores, grades, mask, pair_reduction=pair_reduction)
-    raise ValueError(f"unknown ranking loss {kind!r}: expected weighted_ranknet, ranknet, listnet or lambdarank")
-
-
-def joint_loss(model, batch: Mapping[str, torch.Tensor], objective: str = "joint", lam: float = 10.0,
-               pair_reduction: str = "mean") -> tuple[torch.Tensor, dict[str, float]]:
-    """Eq. 3 for one batch: ``L_LM + lam * L_Rank`` (or the ablation ``objective``); also the parts."""
-    if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}: expected one of {list(OBJECTIVES)}")
-    use_lm, kind = OBJECTIVES[objective]
-    device = batch["input_ids"].device
-    logits, offset = forward_logits(model, batch)
-    parts: dict[str, float] = {}
-    total = torch.zeros((), device=logits.device)
-    lm = lm_loss(logits, batch["labels"].to(logits.device))
-    parts["loss_lm"] = float(lm.detach())
-    if use_lm:
-        total = total + lm
-    scores = first_token_scores(logits, batch["rank_position"], batch["identifier_ids"], offset)
-    if kind is not None:
-        rank = rank_loss(scores, batch["target_ranks"], batch["grades"], batch["candidate_mask"].to(device),
-                         kind, pair_reduction)
-        parts["loss_rank"] = float(rank.detach())
-        total = total + lam * rank
-    return total, parts
-
+# ====================================================================== 3. the trainer (the loss: minirank.objective)
 
 def _trainer_class():
     from transformers import Trainer
@@ -355,14 +253,14 @@ def _trainer_class():
         """
 
         def __init__(self, *args, objective: str = "joint", lam: float = 10.0, pair_reduction: str = "mean",
-                     **kwargs):
+                     protocol: str = "first", **kwargs):
             super().__init__(*args, **kwargs)
-            self.objective, self.lam, self.pair_reduction = objective, lam, pair_reduction
+            self.objective, self.lam, self.pair_reduction, self.protocol = objective, lam, pair_reduction, protocol
             self.loss_is_scaled_for_ga = False
             self._parts: dict[str, list[float]] = defaultdict(list)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            loss, parts = joint_loss(model, inputs, self.objective, self.lam, self.pair_reduction)
+            loss, parts = joint_loss(model, inputs, self.objective, self.lam, self.pair_reduction, self.protocol)
             if model.training:
                 for key, value in parts.items():
                     self._parts[key].append(value)
@@ -396,6 +294,7 @@ class TrainConfig:
 
     model: str = "smollm2-135m-instruct"
     objective: str = "joint"
+    protocol: str = "first"                 # how the ranking term is scaled and targeted (minirank.objective)
     lam: float = 10.0                       # FIRST §4.1
     pair_reduction: str = "mean"            # FIRST's released training code averages over pairs
     window: int = 10
@@ -499,8 +398,7 @@ def train(examples: Sequence[Mapping], config: TrainConfig | None = None, adapte
     from minirank.models import cache_dir, load
 
     config = config or TrainConfig()
-    if config.objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {config.objective!r}: expected one of {list(OBJECTIVES)}")
+    ranking_term(config.objective, config.protocol)  # an unknown objective or protocol: refused before any work
     if not examples:
         raise ValueError("no training examples")
     adapter_dir = Path(adapter_dir) if adapter_dir is not None else None
@@ -558,7 +456,7 @@ def train(examples: Sequence[Mapping], config: TrainConfig | None = None, adapte
     trainer = _trainer_class()(
         model=peft_model, args=args, train_dataset=list(examples),
         data_collator=lambda rows: collate(rows, pad), callbacks=[_Interrupt()],
-        objective=config.objective, lam=config.lam, pair_reduction=config.pair_reduction)
+        objective=config.objective, lam=config.lam, pair_reduction=config.pair_reduction, protocol=config.protocol)
     if not verbose:
         trainer.remove_callback(PrinterCallback)  # the Trainer prints every log line; the history keeps them
     start = time.perf_counter()

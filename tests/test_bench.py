@@ -5,6 +5,7 @@ import json
 import pytest
 
 from minirank import cli
+from minirank.bench import finetune as BF
 from minirank.bench import latency as BL
 from minirank.latency import answer_tokens
 
@@ -61,6 +62,59 @@ def test_bench_finetune_measures_a_random_weight_shape_and_refuses_to_evaluate_o
     assert stored["config"]["model"] == "random weights, shape tiny"
     assert [r["batch"] for r in stored["rows"]] == [1, 2] and all(r["tokens/s"] > 0 for r in stored["rows"])
     assert stored["machine"]["device"] == "cpu" and stored["machine"]["dtype"] == "float32"
+
+
+def test_ablation_rows_report_terms_intervals_and_exact_p_values():
+    qids = [f"q{i}" for i in range(8)]
+    zero = {q: 0.1 * i for i, q in enumerate(qids)}
+    joint = {q: v + 0.2 + 0.01 * (i % 3) for i, (q, v) in enumerate(zero.items())}
+    other = {q: v + (0.01 if i % 2 else -0.01) for i, (q, v) in enumerate(joint.items())}
+    rows = BF.ablation_rows(zero, zero, {"joint": {0: joint, 1: joint}, "listnet": {0: other, 1: other},
+                                         "lm-only": {0: joint}}, protocol="first", oracle={q: 1.0 for q in qids})
+    assert [list(r) for r in rows] == [list(BF.ABLATION_COLUMNS)] * len(rows)
+    by = {r["method"]: r for r in rows}
+    assert by["bm25 (no reranking)"]["oracle"] == 1.0 and by["joint"]["oracle"] == ""
+    assert (by["listnet"]["loss"], by["listnet"]["scale"], by["listnet"]["targets"]) == ("listnet_loss", "0.1",
+                                                                                        "own sorted logits")
+    assert by["lm-only"]["loss"] == "(LM only)" and by["lm-only"]["seeds"] == 1
+    assert by["joint"]["p vs zero-shot"] == pytest.approx(2 / 2**8)  # exact: only all-plus and all-minus reach it
+    assert by["listnet"]["vs joint"] == "+0.000" and by["listnet"]["p vs joint"] == 1.0
+    assert by["listnet"]["95% CI"] == "[-0.009, +0.009]"
+
+
+def test_stored_ablation_table_is_what_the_code_makes_of_its_per_query_scores(monkeypatch):
+    """The stored rows (quoted by lesson 5.8, see test_book) recomputed from the stored per-query nDCG@10. The exact
+    p-values enumerate 2^20 sign patterns (minutes); here they are Monte Carlo estimates, compared within 0.03."""
+    from minirank import evaluate as E
+    from minirank.train import STORED_ABLATION
+
+    exact = E.paired_difference
+    monkeypatch.setattr(E, "paired_difference", lambda a, b: exact(a, b, exact_up_to=0, resamples=4000))
+    stored = json.loads(STORED_ABLATION.read_text(encoding="utf-8"))
+    assert stored["protocol"] == "uniform" and "protocol" not in stored["config"]  # run before protocols existed
+    again = BF.stored_ablation_rows(stored)
+    assert [r["method"] for r in again] == [r["method"] for r in stored["rows"]]
+    for mine, kept in zip(again, stored["rows"]):
+        for column, value in kept.items():
+            if column.startswith("p ") and value != "":
+                assert mine[column] == pytest.approx(value, abs=0.03), (kept["method"], column)
+            elif isinstance(value, float):
+                assert mine[column] == pytest.approx(value, rel=1e-12), (kept["method"], column)
+            else:
+                assert mine[column] == value, (kept["method"], column)
+    assert stored["rows"][0]["oracle"] == pytest.approx(sum(stored["per_query"]["oracle"].values()) / 20)
+    assert [r["method"] for r in stored["rows"][:2]] == ["bm25 (no reranking)", "first zero-shot"]  # notebook 05
+
+
+def test_restat_needs_an_output_and_never_overwrites_without_force(tmp_path, capsys):
+    from minirank.train import STORED_ABLATION
+
+    assert cli.main(["bench", "finetune", "--restat", str(STORED_ABLATION)]) == 2
+    assert "--restat needs --json" in capsys.readouterr().err
+    out = tmp_path / "kept.json"
+    out.write_text("keep me")
+    assert cli.main(["bench", "finetune", "--restat", str(STORED_ABLATION), "--json", str(out)]) == 2
+    assert out.read_text() == "keep me"
 
 
 # ---------------------------------------------------------------- minirank bench, the list

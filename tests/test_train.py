@@ -101,7 +101,7 @@ def test_joint_loss_equals_lm_plus_lambda_rank_by_hand_and_the_trainer_uses_it(t
     assert torch.allclose(total, lm + 10.0 * rank, atol=1e-5)
     # the Trainer subclass returns exactly this loss
     trainer = T._trainer_class().__new__(T._trainer_class())
-    trainer.objective, trainer.lam, trainer.pair_reduction = "joint", 10.0, "mean"
+    trainer.objective, trainer.lam, trainer.pair_reduction, trainer.protocol = "joint", 10.0, "mean", "first"
     trainer._parts = {}
     with torch.no_grad():
         assert torch.equal(trainer.compute_loss(model.eval(), batch), total)
@@ -121,7 +121,87 @@ def test_rank_loss_matches_minirank_losses_for_strict_teacher_orderings():
         mine = T.rank_loss(scores, ranks, grades, mask, kind)
         ref = LOSSES.ranknet_loss(scores, ranks, mask, weighting, pair_reduction="mean")
         assert torch.allclose(mine, ref)
-    assert torch.allclose(T.rank_loss(scores, ranks, grades, mask, "listnet"), LOSSES.listnet_loss(scores, grades, mask))
+    assert torch.allclose(T.rank_loss(scores, ranks, grades, mask, "listnet", protocol="uniform"),
+                          LOSSES.listnet_loss(scores, grades, mask))
+
+
+# ------------------------------------------------------------------ FIRST's protocol (scripts/train_ranking.py)
+
+def first_code_targets(s: list[float], teacher_rank: list[int]) -> list[float]:
+    """FIRST's targets as its training script builds them: sort the scores, gather by the 0-based teacher rank."""
+    ordered = sorted(s, reverse=True)
+    return [ordered[r] for r in teacher_rank]
+
+
+def test_ranking_term_scales_each_loss_as_first_does_and_uniform_as_before():
+    first = {o: T.ranking_term(o, "first") for o in T.OBJECTIVES}
+    assert {o: (t["loss"], t["scale"]) for o, t in first.items() if t} == {
+        "joint": ("weighted_ranknet_loss", 10.0), "-weighting": ("ranknet_loss", 1.0),
+        "-lm": ("weighted_ranknet_loss", 10.0), "listnet": ("listnet_loss", 0.1), "lambdarank": ("ndcg_loss2", 1.0)}
+    assert first["lm-only"] is None and first["listnet"]["targets"] == "own sorted logits"
+    uniform = {o: T.ranking_term(o, "uniform") for o in T.OBJECTIVES if o != "lm-only"}
+    assert {t["scale"] for t in uniform.values()} == {10.0} and uniform["lambdarank"]["loss"] == "lambdarank_loss"
+    assert T.ranking_term("-weighting", "first", lam=20.0)["scale"] == 2.0  # lambda / 10 scales every term
+    for bad in (("joint", "mine"), ("nope", "first")):
+        with pytest.raises(ValueError, match="expected one of"):
+            T.ranking_term(*bad)
+
+
+def test_first_targets_are_the_sorted_logits_in_the_teachers_order_and_carry_gradient():
+    scores = torch.tensor([[0.5, 3.0, -1.0, 2.0, 9.0]], dtype=torch.float64, requires_grad=True)
+    ranks = torch.tensor([[1, 3, 2, 4, 0]])  # the last slot is padding
+    mask = torch.tensor([[True, True, True, True, False]])
+    got = T.first_targets(scores, ranks, mask)
+    expected = first_code_targets([0.5, 3.0, -1.0, 2.0], [0, 2, 1, 3]) + [0.0]
+    assert got[0].tolist() == expected == [3.0, 0.5, 2.0, -1.0, 0.0]
+    got.sum().backward()
+    assert scores.grad[0].tolist() == [1.0, 1.0, 1.0, 1.0, 0.0]  # not detached, as in FIRST's code
+
+
+def test_first_protocol_listnet_and_lambdarank_follow_firsts_code():
+    g = torch.Generator().manual_seed(5)
+    scores = torch.randn(3, 6, generator=g, dtype=torch.float64) * 3
+    ranks = torch.stack([torch.randperm(6, generator=g) + 1 for _ in range(3)])
+    grades = torch.zeros(3, 6, dtype=torch.float64)  # ignored by FIRST's ListNet and LambdaRank
+    mask = torch.ones(3, 6, dtype=torch.bool)
+    listnet, ndcg2 = [], []
+    for b in range(3):
+        s = scores[b].tolist()
+        t = torch.tensor(first_code_targets(s, (ranks[b] - 1).tolist()), dtype=torch.float64)
+        listnet.append(-(torch.softmax(t, 0) * torch.log_softmax(scores[b], 0)).sum())
+        ndcg2.append(LOSSES.ndcg_loss2(scores[b:b + 1], t[None], pair_reduction="mean"))
+    got = T.rank_loss(scores, ranks, grades, mask, "listnet", protocol="first")
+    assert torch.allclose(got, torch.stack(listnet).mean())
+    assert torch.allclose(T.rank_loss(scores, ranks, grades, mask, "lambdarank"), torch.stack(ndcg2).mean())
+    with pytest.raises(ValueError, match="unknown protocol"):
+        T.rank_loss(scores, ranks, grades, mask, "listnet", protocol="mine")
+
+
+def test_joint_loss_scales_the_ranking_term_per_protocol(tok, examples):
+    model = tiny_model(len(tok), seed=1)
+    batch = T.collate(examples[:3], P.pad_token_id(tok))
+    with torch.no_grad():
+        for objective in T.OBJECTIVES:
+            parts = {p: T.joint_loss(model, batch, objective, protocol=p) for p in T.PROTOCOLS}
+            for protocol, (total, logged) in parts.items():
+                term = T.ranking_term(objective, protocol)
+                lm = logged["loss_lm"] if T.OBJECTIVES[objective][0] else 0.0
+                rank = term["scale"] * logged["loss_rank"] if term else 0.0
+                assert total.item() == pytest.approx(lm + rank, rel=1e-5, abs=1e-6)
+            if objective in ("joint", "-lm", "lm-only"):  # the protocols agree on these rows
+                assert torch.equal(parts["first"][0], parts["uniform"][0])
+
+
+def test_training_under_each_protocol_runs_and_records_it(tok, examples, tmp_path):
+    for protocol in T.PROTOCOLS:
+        cfg = config(objective="lambdarank", protocol=protocol, max_steps=1, save_steps=1000)
+        result = T.train(examples, cfg, model=tiny_model(len(tok)), tokenizer=tok, checkpoint_dir=tmp_path / protocol,
+                         adapter_dir=tmp_path / f"adapter-{protocol}")
+        assert result.finished and "loss_rank" in result.log_history[0]
+        meta = json.loads((tmp_path / f"adapter-{protocol}" / AD.META_FILE).read_text())
+        assert meta["config"]["protocol"] == protocol
+    with pytest.raises(ValueError, match="unknown protocol"):
+        T.train(examples, config(protocol="mine"), model=tiny_model(len(tok)), tokenizer=tok)
 
 
 # ------------------------------------------------------------------ training: determinism and resuming
