@@ -18,6 +18,9 @@ from grading import REPO, TEACHER, TEMPLATES, NotDone, UsedTheLibrary
 
 HERE = Path(__file__).resolve().parent
 STEMS = sorted(p.stem for p in TEMPLATES.glob("ex[0-9][0-9]_*.py"))
+# Chapters whose lesson has landed but whose assignment has not, e.g. {"07"}: each is a debt, listed here on
+# purpose so that a chapter cannot land without anyone noticing it has no assignment.
+NOT_YET: set[str] = set()
 
 
 def assignment(stem: str):
@@ -32,7 +35,11 @@ def assignment(stem: str):
 def test_every_chapter_has_an_assignment():
     chapters = sorted(p.stem[:2] for p in (REPO / "lessons").glob("[0-9][0-9]_*.md"))
     have = sorted(stem[2:4] for stem in STEMS)
-    assert chapters and have == chapters, f"chapters {chapters} but assignments for {have}"
+    missing = sorted(set(chapters) - set(have) - NOT_YET)
+    assert chapters and not missing, (
+        f"chapters {missing} have a lesson but no assignment: add lessons/exercises/exNN_<topic>.py, its grader "
+        f"tests/exercises/grade_exNN_<topic>.py, teacher/exNN_<topic>.py and lessons/exercises/NN.md "
+        f"(or, for now, list the chapter in NOT_YET in {Path(__file__).name})")
     toc = (REPO / "lessons" / "_toc.yml").read_text(encoding="utf-8")
     for stem in STEMS:
         page = REPO / "lessons" / "exercises" / f"{stem[2:4]}.md"
