@@ -82,9 +82,12 @@ def site() -> Path:
     if os.environ.get("MINIRANK_SITE_PREBUILT") != "1":
         started = time.perf_counter()
         done = subprocess.run(["bash", str(ROOT / "lessons" / "build_book.sh")], cwd=ROOT,
-                              capture_output=True, text=True)
-        assert done.returncode == 0, f"bash lessons/build_book.sh failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
-        warnings = [line for line in (done.stdout + done.stderr).splitlines() if "WARNING" in line]
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert done.returncode == 0, f"bash lessons/build_book.sh failed:\n{done.stdout[-6000:]}"
+        # Only Sphinx's warnings count: the first run's pip install may print its own before the build starts.
+        log = done.stdout
+        log = log[log.find("Running Jupyter-Book"):] if "Running Jupyter-Book" in log else log
+        warnings = [line for line in log.splitlines() if "WARNING" in line]
         assert not warnings, "the book builds with warnings:\n" + "\n".join(warnings[:20])
         print(f"site built in {time.perf_counter() - started:.0f} s")
     assert (HTML / "index.html").is_file(), f"no site in {HTML}: run bash lessons/build_book.sh"
@@ -159,9 +162,16 @@ const report = () => done({
   typeset: [...math].filter(m => m.querySelector('mjx-container') || m.tagName === 'MJX-CONTAINER').length,
   errors: document.querySelectorAll('mjx-merror').length,
   version: window.MathJax && MathJax.version});
-if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
-  MathJax.startup.promise.then(report, report);
-} else { setTimeout(report, 3000); }
+const started = Date.now();
+(function wait() {  // MathJax loads asynchronously: wait for it to exist, then for its first typesetting
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+    MathJax.startup.promise.then(report, report);
+  } else if (Date.now() - started > 20000) {
+    report();
+  } else {
+    setTimeout(wait, 100);
+  }
+})();
 """
 
 _TEXT_OUTSIDE_CODE = """
@@ -184,6 +194,14 @@ def _check_page(driver, origin: str, site: Path, page: str) -> list[str]:
     driver.get_log("browser")
     driver.get(origin + page)
     driver.set_script_timeout(30)
+    if driver.execute_script("return !!document.querySelector('meta[http-equiv=refresh]')"):
+        deadline = time.time() + 15  # the root index.html redirects: check the page it leads to, once loaded
+        while driver.current_url == origin + page and time.time() < deadline:
+            time.sleep(0.1)
+        while driver.execute_script("return document.readyState") != "complete" and time.time() < deadline:
+            time.sleep(0.1)
+        if driver.current_url == origin + page:
+            problems.append("the redirect did not happen within 15 s")
     math = driver.execute_async_script(_MATH_READY)
     if math["math"]:
         if math["typeset"] != math["math"]:
