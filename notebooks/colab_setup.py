@@ -45,11 +45,16 @@ def report_device() -> str:
 
     from minirank import device
 
+    import minirank
+
     chosen = device.pick_device()
     line = f"minirank runs on {device.describe(chosen)}"
     if chosen.type == "cuda":
         dtype = str(device.pick_dtype(chosen)).replace("torch.", "")
         line += f"; models.load() puts the model on the GPU in {dtype}"
+        # minirank reads the switch once, on import (which happened just now), so it must be set before this cell.
+        line += (f"; MINIRANK_FULL_SCALE is {'on' if minirank.FULL_SCALE else 'off'}"
+                 + ("" if minirank.FULL_SCALE else " (for the GPU-size cells: Runtime > Restart session, run %env MINIRANK_FULL_SCALE=1, then this cell)"))
     elif not torch.cuda.is_available():
         line += "; for a GPU: Runtime > Change runtime type > T4 GPU, then run this cell again"
     return line

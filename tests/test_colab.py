@@ -93,6 +93,7 @@ def test_setup_reports_the_dtype_minirank_device_picks(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
     t4 = setup.report_device()
     assert "Tesla T4" in t4 and "on the GPU in float16" in t4, t4
+    assert "MINIRANK_FULL_SCALE is" in t4, t4
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
     assert "on the GPU in bfloat16" in setup.report_device()
 
