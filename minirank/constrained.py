@@ -132,7 +132,7 @@ class PermutationLogitsProcessor:
             raise ValueError(f"sizes must be window sizes >= 1, got {sizes}")
         if eos_token_id is None:
             raise ValueError("constrained generation needs an end-of-turn token id (eos_token_id) to stop on")
-        width = max(sizes)
+        width = max(*sizes, 2)  # two identifiers at least, to see the separator between them
         self.identifier_ids = P.identifier_token_ids(tokenizer, P.identifiers(width, style))
         self.separator, self.closing = _structure(tokenizer, width, style, self.identifier_ids)
         self.sizes, self.prompt_length, self.eos = sizes, int(prompt_length), int(eos_token_id)
@@ -165,10 +165,10 @@ class PermutationLogitsProcessor:
 
 def _structure(tokenizer, width: int, style: str, identifier_ids: Sequence[int]) -> tuple[list[int], list[int]]:
     """The tokens between two identifiers and after the last one, as the tokenizer writes the ideal answer."""
-    ids = tokenizer.encode(P.ideal_answer(max(width, 2), style), add_special_tokens=False)
+    ids = tokenizer.encode(P.ideal_answer(width, style), add_special_tokens=False)
     where = [i for i, t in enumerate(ids) if t in set(identifier_ids)]
     gaps = {tuple(ids[a + 1:b]) for a, b in zip(where, where[1:])}
     if ids[:1] != [identifier_ids[0]] or len(gaps) != 1:
-        raise ValueError(f"the tokenizer does not split the answer {P.ideal_answer(max(width, 2), style)[:30]!r} "
+        raise ValueError(f"the tokenizer does not split the answer {P.ideal_answer(width, style)[:30]!r} "
                          f"into identifier tokens and one repeated separator; constrained generation needs that")
     return list(gaps.pop()), ids[where[-1] + 1:]
