@@ -155,6 +155,9 @@ def add_lora(model, r: int = 8, alpha: int = 16, seed: int = 0):
     """``model`` with LoRA adapters on the attention projections (peft), the rest frozen; seeded."""
     from peft import LoraConfig, get_peft_model
 
+    from minirank.train import _quiet
+
+    _quiet()  # peft calls a transformers method that transformers 5 deprecates: not the reader's warning
     torch.manual_seed(seed)
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
                         target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
