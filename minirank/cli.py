@@ -2,11 +2,27 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
+import importlib.util
 import sys
 
 #: `minirank bench NAME ...` hands the rest of the command line to NAME's module (each owns its options).
-BENCHMARKS = {"latency": "minirank.latency", "finetune": "minirank.train"}
+BENCHMARKS = {"latency": "minirank.bench.latency", "finetune": "minirank.bench.finetune"}
+
+
+def benchmark_list() -> str:
+    """What ``minirank bench --help`` prints: each benchmark with the first line of its module's docstring
+    (read from the source, so listing them imports neither torch nor the chapters)."""
+    lines = ["usage: minirank bench NAME [options]", "", "benchmarks:"]
+    for name, module in sorted(BENCHMARKS.items()):
+        spec = importlib.util.find_spec(module)
+        with open(spec.origin, encoding="utf-8") as source:
+            doc = ast.get_docstring(ast.parse(source.read())) or ""
+        summary = doc.split("\n\n")[0].replace("\n", " ").split(": ", 1)[-1]
+        lines.append(f"  {name:<10} {summary}")
+    lines += ["", "Each benchmark has its own options: minirank bench NAME --help"]
+    return "\n".join(lines)
 
 
 def _positive_int(text: str) -> int:
@@ -58,9 +74,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _bench(which: str | None, rest: list[str]) -> int:
     if which in (None, "-h", "--help"):
-        print("usage: minirank bench NAME [options]\n\nbenchmarks (each prints a table; --json PATH stores it):")
-        for name, module in sorted(BENCHMARKS.items()):
-            print(f"  {name:<10} minirank bench {name} --help   (module {module})")
+        print(benchmark_list())
         return 0
     if which not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {which!r}: expected one of {sorted(BENCHMARKS)}")
@@ -74,15 +88,13 @@ def rerank_files(run_path: str, queries_path: str, passages_path: str, method: s
     Every check comes before the model is loaded: the files exist and parse, ``out`` does not exist,
     every query and candidate id of the run is among the queries and passages (KeyError naming it).
     """
-    from pathlib import Path
-
     from minirank import data, retrieval
     from minirank.demo import RERANKERS, Context
     from minirank.models import check_available
+    from minirank.records import refuse_existing
     from minirank.rerank import candidate_orders
 
-    if Path(out).exists():
-        raise FileExistsError(f"--out {out} exists; minirank never overwrites a run: choose another path")
+    refuse_existing(out, "--out run file", hint="remove it yourself")
     if method not in RERANKERS:
         raise ValueError(f"unknown method {method!r}: expected one of {list(RERANKERS)}")
     candidates = retrieval.read_run(run_path)
@@ -98,8 +110,11 @@ def rerank_files(run_path: str, queries_path: str, passages_path: str, method: s
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"] and argv[1:2] in ([], ["-h"], ["--help"]):
+    if argv[:1] == ["bench"] and argv[1:2] in (["-h"], ["--help"]):
         return _bench(None, [])  # the benchmarks' own parsers hold their options; list them
+    if argv == ["bench"]:  # no benchmark named: the same list, as an error
+        print(benchmark_list(), file=sys.stderr)
+        return 2
     args = _parser().parse_args(argv)
     try:
         if args.command == "demo":

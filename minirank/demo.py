@@ -12,11 +12,11 @@ to it is a class in its chapter, one line in :data:`METHODS`, and a test.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from minirank import data, evaluate, retrieval
+from minirank.records import refuse_existing, write_json
 from minirank.rerank import Cascade
 
 
@@ -62,7 +62,7 @@ def _first_lora(ctx: Context):
     """FIRST with the adapter shipped in data/adapters (chapter 5), on the window and passage cut it was
     trained with (stride half the window), on a fresh copy of its base model (peft changes what it wraps)."""
     from minirank.first import FirstReranker
-    from minirank.train import SHIPPED_ADAPTER, load_with_adapter
+    from minirank.adapters import SHIPPED_ADAPTER, load_with_adapter
 
     model, tokenizer, meta = load_with_adapter(SHIPPED_ADAPTER)
     cfg = meta["config"]
@@ -71,10 +71,32 @@ def _first_lora(ctx: Context):
     return reranker
 
 
+def _query_likelihood(ctx: Context):
+    from minirank.pointwise import QueryLikelihoodReranker
+
+    return QueryLikelihoodReranker(*ctx.llm)
+
+
+def _feedback(ctx: Context):
+    """Dense retrieval moved by both teachers of FIRST §4.4 (query likelihood's scores, then FIRST's
+    order) on the dense top ``depth``, then dense retrieval again (chapter 9)."""
+    from minirank.feedback import RelevanceFeedback
+    from minirank.first import FirstReranker
+    from minirank.pointwise import QueryLikelihoodReranker
+
+    return RelevanceFeedback(ctx.dense, ctx.collection.passages, pointwise=QueryLikelihoodReranker(*ctx.llm),
+                             listwise=FirstReranker(*ctx.llm), pointwise_depth=ctx.depth, listwise_depth=ctx.depth)
+
+
 #: First-stage retrievers: name -> factory(context) -> a retriever over the collection.
 RETRIEVERS: dict[str, Callable[[Context], object]] = {
     "bm25": lambda ctx: ctx.bm25,             # chapter 1
     "dense": lambda ctx: ctx.dense,           # chapter 1
+}
+
+#: Retrievers that learn from an LLM reranker (listed after the rerankers they use).
+FEEDBACK: dict[str, Callable[[Context], object]] = {
+    "feedback": _feedback,                    # chapter 9
 }
 
 #: Rerankers: name -> factory(context) -> a reranker (``minirank rerank --method`` uses the same table).
@@ -82,12 +104,14 @@ RERANKERS: dict[str, Callable[[Context], object]] = {
     "listwise-gen": _generation,              # chapter 2
     "first": _first,                          # chapter 3
     "first-lora": _first_lora,                # chapter 5
+    "query-likelihood": _query_likelihood,    # chapter 8
 }
 
 #: Every row of the demo, in order: retrievers as they are, rerankers on BM25's top ``depth``.
 METHODS: dict[str, Callable[[Context], object]] = {
     **RETRIEVERS,
     **{name: (lambda ctx, make=make: ctx.rerank_bm25(make(ctx))) for name, make in RERANKERS.items()},
+    **FEEDBACK,
 }
 
 
@@ -106,16 +130,15 @@ def run_demo(split: str = "test", methods: Sequence[str] | None = None, model: s
     """
     from minirank.models import DEFAULT_MODEL
 
-    if json_path is not None and Path(json_path).exists() and not force:
-        raise FileExistsError(f"{json_path} exists; minirank does not overwrite results: choose another "
-                              f"path or pass --force")
+    if json_path is not None:
+        refuse_existing(json_path, "--json file", force=force)
     methods = list(methods) if methods else available_methods()
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}: expected some of {available_methods()}")
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
         raise ValueError(f"--depth must be a positive integer (how many BM25 candidates are reranked), got {depth!r}")
-    if any(m in RERANKERS for m in methods):
+    if any(m not in RETRIEVERS for m in methods):  # every other row runs the LLM
         from minirank.models import check_available
 
         check_available(model)  # a missing model fails now, not after the first rows have run
@@ -129,7 +152,6 @@ def run_demo(split: str = "test", methods: Sequence[str] | None = None, model: s
            "collection": collection.name, "queries": len(collection.qrels), "rows": rows}
     echo(evaluate.format_table(rows))
     if json_path is not None:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+        write_json(json_path, out, force=force)
         echo(f"wrote {json_path}")
     return out

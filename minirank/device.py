@@ -41,6 +41,18 @@ def pick_dtype(device: torch.device | str | None = None) -> torch.dtype:
     return torch.float32
 
 
+def pick_batch_size(device: torch.device | str | None = None, accelerator: int = 8) -> int:
+    """How many windows (or prompts) go to the model at once when the caller does not say.
+
+    1 on a CPU: a prompt's prefill is compute-bound there from the first window, so batching buys
+    little (left padding even adds work), and a progress bar then moves window by window.
+    ``accelerator`` (8) on a GPU or Apple MPS, where batching fills the chip. FIRST uses it; the
+    generation reranker keeps 8 everywhere, because its decode steps are overhead-bound.
+    """
+    device = torch.device(device) if device is not None else pick_device()
+    return 1 if device.type == "cpu" else accelerator
+
+
 def describe(device: torch.device | None = None) -> str:
     """One line naming the machine, for benchmark tables and notebook headers."""
     device = device or pick_device()

@@ -50,7 +50,7 @@ class FirstReranker(TextListwiseReranker):
     name = "first"
 
     def __init__(self, model, tokenizer, window: int = 20, stride: int | None = None, style: str = "alpha",
-                 max_passage_tokens: int | None = P.DEFAULT_MAX_PASSAGE_TOKENS, batch_size: int = 8):
+                 max_passage_tokens: int | None = P.DEFAULT_MAX_PASSAGE_TOKENS, batch_size: int | None = None):
         super().__init__(model, tokenizer, window, stride, style, max_passage_tokens, batch_size)
         # fail at construction, not mid-run, when an identifier is not one token ('[10]')
         self.token_ids = P.identifier_token_ids(tokenizer, self.labels)

@@ -5,8 +5,9 @@ benchmark (chapter 6) cannot drift apart:
 
 * :func:`positions` — position ids that ignore left padding (a batch of prompts is left-padded so
   that every prompt's last token sits in the last column, where FIRST reads its logits);
-* :func:`last_logits_kwargs` — ask for the last position's logits only, when the model can: a
-  20-passage window's full logits are ``tokens x vocabulary`` floats (300 MB for the default model);
+* :func:`last_logits_kwargs` — ask for the last position's logits only (or the last ``n``: query
+  likelihood, chapter 8, reads one per query token), when the model can: a 20-passage window's full
+  logits are ``tokens x vocabulary`` floats (300 MB for the default model);
 * :func:`cache_kwargs` / :func:`returned_cache` — pass and read the key/value cache under the name the
   installed transformers uses (``cache`` from 5.24 on, ``past_key_values`` before; the old name now
   prints a deprecation warning on every run).
@@ -63,9 +64,16 @@ def forward_parameters(model) -> frozenset[str]:
     return _parameters_of(type(_core(model)), "forward")
 
 
-def last_logits_kwargs(model) -> dict:
-    """``{"logits_to_keep": 1}`` where the model supports it, else ``{}`` (full logits: slower, same values)."""
-    return {"logits_to_keep": 1} if "logits_to_keep" in forward_parameters(model) else {}
+def logits_kwargs(model, keep: int) -> dict:
+    """``{"logits_to_keep": keep}`` (logits of the last ``keep`` positions only) where the model supports
+    it, else ``{}`` (all positions: slower and larger, the same values)."""
+    return {"logits_to_keep": int(keep)} if "logits_to_keep" in forward_parameters(model) else {}
+
+
+def last_logits_kwargs(model, n: int = 1) -> dict:
+    """The last ``n`` positions' logits only (FIRST and greedy decoding need the last one):
+    :func:`logits_kwargs`; callers that may get full logits slice ``logits[:, -n:]``."""
+    return logits_kwargs(model, n)
 
 
 def cache_argument(model) -> str:

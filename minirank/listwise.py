@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from minirank import prompts as P
-from minirank.device import synchronize
+from minirank.device import pick_batch_size, synchronize
 from minirank.forward import cache_kwargs, context_length, device_of, last_logits_kwargs, positions, returned_cache
 from minirank.rerank import REPAIR_KINDS, candidate_orders, check_depth, new_stats, queries_and_passages
 from minirank.retrieval import Run, from_rankings
@@ -125,26 +125,26 @@ class ListwiseReranker:
 
     ``stride`` defaults to half the window (RankGPT's 20 / 10); ``stride == window`` makes windows
     that never overlap, so a passage below the first window can never reach the top: it is allowed
-    (an exercise uses it) with a warning. ``batch_size`` windows go to the model at once.
+    (an exercise uses it) with a warning. ``batch_size`` windows go to the model at once (default:
+    :func:`minirank.device.pick_batch_size` for the model's device: 1 on a CPU, 8 on a GPU).
     """
 
     name = "listwise"
 
-    def __init__(self, window: int = 20, stride: int | None = None, batch_size: int = 8):
+    def __init__(self, window: int = 20, stride: int | None = None, batch_size: int | None = None):
         stride = max(1, window // 2) if stride is None and isinstance(window, int) else stride
         _check_window(window, stride)
         if stride == window and window > 1:
             warnings.warn(f"stride {stride} == window {window}: windows do not overlap, so a passage "
                           f"below the first window can never move above it; use stride < window "
                           f"(RankGPT: window 20, stride 10)", UserWarning, stacklevel=3)
+        if batch_size is None:
+            model = getattr(self, "model", None)
+            batch_size = pick_batch_size(device_of(model) if model is not None else "cpu")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.window, self.stride, self.batch_size = window, stride, batch_size
         self.stats = new_stats(self.name)
-
-    @property
-    def method(self) -> str:  # the name the counters and tables use
-        return self.name
 
     def order_windows(self, windows: Sequence[Window]) -> list[list[int]]:
         """One permutation (indices into the window, best first) per window, in the same order."""
@@ -178,6 +178,7 @@ class ListwiseReranker:
         self.stats["candidates"] = sum(len(o) for o in orders.values())
         bar = tqdm(total=sum(len(w) for w in schedules.values()), desc=self.name, unit="window",
                    disable=not progress, leave=False)
+        self._bar = bar if progress else None  # methods may show progress inside a batch (see _greedy)
         start = time.perf_counter()
         step = 0
         while True:
@@ -204,6 +205,7 @@ class ListwiseReranker:
         self._synchronize()
         self.stats["seconds"] = time.perf_counter() - start
         bar.close()
+        self._bar = None
         return from_rankings(orders)
 
     def _synchronize(self) -> None:
@@ -223,10 +225,10 @@ class TextListwiseReranker(ListwiseReranker):
     """
 
     def __init__(self, model, tokenizer, window: int = 20, stride: int | None = None, style: str = "alpha",
-                 max_passage_tokens: int | None = P.DEFAULT_MAX_PASSAGE_TOKENS, batch_size: int = 8):
+                 max_passage_tokens: int | None = P.DEFAULT_MAX_PASSAGE_TOKENS, batch_size: int | None = None):
+        self.model, self.tokenizer, self.style = model, tokenizer, style
         super().__init__(window, stride, batch_size)
         self.labels = P.identifiers(window, style)  # a window wider than the style allows fails here
-        self.model, self.tokenizer, self.style = model, tokenizer, style
         self.max_passage_tokens = max_passage_tokens
 
     def prompt(self, query: str, texts: Sequence[str]) -> str:
@@ -271,6 +273,8 @@ class GenerationReranker(TextListwiseReranker):
     def __init__(self, model, tokenizer, window: int = 20, stride: int | None = None, style: str = "alpha",
                  max_passage_tokens: int | None = P.DEFAULT_MAX_PASSAGE_TOKENS,
                  max_new_tokens: int | None = None, batch_size: int = 8, constrained: bool = False):
+        # 8 on every device: each decode step is overhead-bound (one token per row), so batching pays on a
+        # CPU too, unlike FIRST's compute-bound prefill; the bar shows the decode step within a batch
         super().__init__(model, tokenizer, window, stride, style, max_passage_tokens, batch_size)
         if max_new_tokens is not None and max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1 (or None), got {max_new_tokens}")
@@ -333,7 +337,10 @@ class GenerationReranker(TextListwiseReranker):
         done = torch.zeros(len(batch), dtype=torch.bool, device=device)
         step_ids, step_pos, past = ids, positions(mask), None
         constraint = self._constraint(sizes, ids.shape[1]) if self.constrained else None
-        for _ in range(max_new_tokens):
+        bar = getattr(self, "_bar", None)
+        for step in range(max_new_tokens):
+            if bar is not None:
+                bar.set_postfix_str(f"{len(batch)} windows: token {step + 1}/{max_new_tokens}", refresh=True)
             out = self.model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
                              **cache_kwargs(self.model, past), **extra)
             self.stats["model_calls"] += 1
@@ -374,11 +381,3 @@ class GenerationReranker(TextListwiseReranker):
                 self.stats["repaired_windows"] += 1
             orders.append(order)
         return orders
-
-
-def __getattr__(name):  # FirstReranker moved to minirank.first (chapter 3); old imports keep working
-    if name == "FirstReranker":
-        from minirank.first import FirstReranker
-
-        return FirstReranker
-    raise AttributeError(f"module 'minirank.listwise' has no attribute {name!r}")

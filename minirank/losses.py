@@ -19,6 +19,7 @@ which divides by the number of pairs, as FIRST's released training code does.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Literal
 
 import torch
@@ -36,6 +37,7 @@ __all__ = [
     "ranknet_grad",
     "delta_ndcg",
     "lambdarank_loss",
+    "ndcg_loss2",
     "listnet_loss",
     "listnet_grad",
     "listmle_loss",
@@ -107,7 +109,7 @@ def ranks_from_labels(labels: Tensor, mask: Tensor | None = None) -> Tensor:
 
 
 # ---------------------------------------------------------------------------
-# Pairwise: RankNet, FIRST's weighted RankNet, LambdaRank
+# Pairwise: RankNet, FIRST's weighted RankNet, LambdaRank, NDCG-Loss2
 # ---------------------------------------------------------------------------
 
 
@@ -209,6 +211,25 @@ def ranknet_grad(
     return torch.where(valid, grad, 0.0) * _grad_scale(scores.shape[0], reduction)
 
 
+def _gains_and_positions(scores: Tensor, labels: Tensor, valid: Tensor, gain: str) -> tuple[Tensor, Tensor]:
+    """Gains (B, n), 0 on padding, and 1-based positions (B, n) in the detached score order (ties by index)."""
+    rel = torch.where(valid, labels, 0.0).to(scores.dtype).clamp(min=0.0)
+    if gain not in ("exp2", "linear"):
+        raise ValueError(f"gain must be 'exp2' or 'linear', not {gain!r}")
+    gains = torch.where(valid, torch.pow(2.0, rel) - 1.0 if gain == "exp2" else rel, 0.0)
+    order = torch.sort(torch.where(valid, scores.detach(), float("-inf")), dim=1, descending=True, stable=True).indices
+    ranks = torch.arange(1, scores.shape[1] + 1, device=scores.device).expand_as(order)
+    return gains, torch.empty_like(order).scatter_(1, order, ranks)
+
+
+def _ideal_dcg(gains: Tensor, k: int | None) -> Tensor:
+    """DCG@k (B,) of the ideal order, discount 1/log2(1 + position)."""
+    discount = 1.0 / torch.log2(1.0 + torch.arange(1, gains.shape[1] + 1, device=gains.device, dtype=gains.dtype))
+    if k is not None:
+        discount = torch.where(torch.arange(gains.shape[1], device=gains.device) < k, discount, 0.0)
+    return (torch.sort(gains, dim=1, descending=True).values * discount).sum(dim=1)
+
+
 def delta_ndcg(
     scores: Tensor,
     labels: Tensor,
@@ -219,34 +240,58 @@ def delta_ndcg(
     """|Delta nDCG@k| (B, n, n) from swapping candidates i and j in the current score order.
 
     Burges et al. 2006 (LambdaRank): gain 2^label - 1 ("exp2"), or the label itself ("linear",
-    trec_eval's nDCG as in minirank.evaluate); discount 1/log2(1 + position). Positions come from
-    the detached scores (ties broken by index); the result carries no gradient. A query whose
-    ideal DCG is 0 (no relevant candidate) gets all-zero weights.
+    trec_eval's nDCG as in minirank.evaluate); negative labels count as 0; discount
+    1/log2(1 + position). Positions come from the detached scores (ties broken by index); the
+    result carries no gradient. A query whose ideal DCG is 0 (no relevant candidate) gets all-zero weights.
     """
     valid = _valid(scores, mask)
-    n = scores.shape[1]
-    rel = torch.where(valid, labels, 0.0).to(scores.dtype)
-    if gain == "exp2":
-        gains = torch.pow(2.0, rel) - 1.0
-    elif gain == "linear":
-        gains = rel.clamp(min=0.0)
-    else:
-        raise ValueError(f"gain must be 'exp2' or 'linear', not {gain!r}")
-    gains = torch.where(valid, gains, 0.0)
-    key = torch.where(valid, scores.detach(), float("-inf"))
-    order = torch.sort(key, dim=1, descending=True, stable=True).indices
-    ranks = torch.arange(1, n + 1, device=scores.device)
-    position = torch.empty_like(order).scatter_(1, order, ranks.expand_as(order))
+    gains, position = _gains_and_positions(scores, labels, valid, gain)
     discount = 1.0 / torch.log2(1.0 + position.to(scores.dtype))
-    ideal_discount = 1.0 / torch.log2(1.0 + ranks.to(scores.dtype))
     if k is not None:
         discount = torch.where(position <= k, discount, 0.0)
-        ideal_discount = torch.where(ranks <= k, ideal_discount, 0.0)
-    ideal_dcg = (torch.sort(gains, dim=1, descending=True).values * ideal_discount).sum(dim=1)
+    ideal_dcg = _ideal_dcg(gains, k)
     delta = (gains[:, :, None] - gains[:, None, :]).abs() * (discount[:, :, None] - discount[:, None, :]).abs()
     delta = torch.where(ideal_dcg[:, None, None] > 0, delta / ideal_dcg.clamp(min=1e-12)[:, None, None], 0.0)
     pairs = valid[:, :, None] & valid[:, None, :]
     return torch.where(pairs, delta, 0.0).detach()
+
+
+def ndcg_loss2(
+    scores: Tensor,
+    labels: Tensor,
+    mask: Tensor | None = None,
+    k: int | None = None,
+    sigma: float = 1.0,
+    pair_reduction: PairReduction = "sum",
+    reduction: Reduction = "mean",
+) -> Tensor:
+    """LambdaLoss's NDCG-Loss2 (Wang et al. 2018, "The LambdaLoss Framework"), FIRST's "LambdaRank".
+
+    L = sum over y_i > y_j of delta_ij |G_i - G_j| log2(1 + exp(-sigma (s_i - s_j))), with
+    G_i = (2^y_i - 1) / IDCG@k, delta_ij = |1/D(d) - 1/D(d + 1)|, D(d) = log2(1 + d), and
+    d = |p_i - p_j| the distance of the pair in the current (detached) score order. With k, only
+    pairs whose positions are both within the top k count. Negative labels count as gain 0, as in
+    FIRST's training code, which calls this scheme with pair_reduction="mean" (lesson 4.4).
+    ``labels`` are used as given: if they carry gradient (FIRST builds them from the model's own
+    logits, see minirank.objective), it flows through the weights too.
+    """
+    valid = _valid(scores, mask)
+    _, position = _gains_and_positions(scores, labels, valid, "exp2")
+    # gains and IDCG both divided by 2^max(y): G is unchanged, and logits as labels (FIRST) cannot overflow
+    rel = torch.where(valid, labels, 0.0).to(scores.dtype).clamp(min=0.0)
+    top = rel.detach().amax(dim=1, keepdim=True)
+    gains = torch.where(valid, torch.pow(2.0, rel - top) - torch.pow(2.0, -top), 0.0)
+    ideal = _ideal_dcg(gains, k)
+    g = torch.where(ideal[:, None] > 0, gains / ideal.clamp(min=torch.finfo(gains.dtype).tiny)[:, None], 0.0)
+    d = (position[:, :, None] - position[:, None, :]).abs().to(scores.dtype)
+    delta = (1.0 / torch.log2(1.0 + d.clamp(min=1.0)) - 1.0 / torch.log2(2.0 + d)).abs()
+    weights = delta * (g[:, :, None] - g[:, None, :]).abs() / math.log(2.0)  # log2(1 + e^x) = softplus(x) / ln 2
+    rel = torch.where(valid, labels, 0.0)
+    prefer = rel[:, :, None] > rel[:, None, :]
+    if k is not None:
+        top = position <= k
+        prefer = prefer & top[:, :, None] & top[:, None, :]
+    return _pairwise_logistic(scores * sigma, prefer, weights, valid, pair_reduction, reduction)
 
 
 def lambdarank_loss(

@@ -193,13 +193,78 @@ def _from_pretrained(cls, source: str, **kwargs):
                       f"Offline, use the default model ({DEFAULT_MODEL!r}) or a local folder.") from err
 
 
-def tiny_model(vocab_size: int, seed: int = 0, **overrides):
-    """A random-weight Llama of a few hundred thousand parameters, for tests that must not download."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+# ---------------------------------------------------------------- models with random weights (no download)
 
-    config = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                  tie_word_embeddings=True)
-    config.update(overrides)
+#: Model shapes written out here, built with random weights by :func:`build_random_model` (timings depend on
+#: the shape, not the weights) and, for ``tiny``, by :func:`tiny_model`. ``vocab_size`` is not part of a
+#: shape: it is set to the tokenizer's (the default model's is 49,152), so that its token ids fit.
+CONFIGS: dict[str, dict] = {
+    # a few hundred thousand parameters: tests
+    "tiny": dict(model_type="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                 tie_word_embeddings=True),
+    # the default model's architecture (SmolLM2-135M): a random copy, same speed
+    "smollm2-135m": dict(model_type="llama", hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                         num_attention_heads=9, num_key_value_heads=3, head_dim=64, max_position_embeddings=8192,
+                         rms_norm_eps=1e-5, rope_theta=100000.0, tie_word_embeddings=True),
+    # Mistral-7B-v0.1/v0.3's shape (the backbone of FIRST's and the reproduction's rerankers), 7.2B parameters
+    "mistral-7b": dict(model_type="mistral", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                       num_attention_heads=32, num_key_value_heads=8, head_dim=128, max_position_embeddings=32768,
+                       rms_norm_eps=1e-5, rope_theta=1000000.0, sliding_window=None, tie_word_embeddings=False),
+}
+
+
+def random_config(name: str, vocab_size: int, **overrides):
+    """The transformers config of shape ``CONFIGS[name]`` with ``vocab_size`` tokens; ``overrides`` change
+    any field (e.g. ``hidden_size=64``). A ValueError names the known shapes if ``name`` is not one."""
+    from transformers import AutoConfig
+
+    if name not in CONFIGS:
+        raise ValueError(f"unknown model config {name!r}: expected one of {sorted(CONFIGS)}")
+    spec = {**CONFIGS[name], **overrides}
+    return AutoConfig.for_model(spec.pop("model_type"), vocab_size=vocab_size, **spec)
+
+
+def parameter_count(model_or_config) -> int:
+    """Parameters of a model (counted, shared tensors once) or of a decoder config (computed from its
+    shape, before anything is built: how :func:`build_random_model` refuses a 7B shape on a CPU)."""
+    if hasattr(model_or_config, "parameters"):
+        return sum(p.numel() for p in model_or_config.parameters())  # parameters() skips tied duplicates
+    config = model_or_config
+    h, i, n = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    heads = config.num_attention_heads
+    kv = getattr(config, "num_key_value_heads", None) or heads
+    hd = getattr(config, "head_dim", None) or h // heads
+    per_layer = h * heads * hd * 2 + h * kv * hd * 2 + 3 * h * i + 2 * h  # q, o; k, v; the MLP; two norms
+    embed = config.vocab_size * h * (1 if config.tie_word_embeddings else 2)
+    return n * per_layer + embed + h
+
+
+def build_random_model(name: str, vocab_size: int, device=None, dtype: torch.dtype | None = None, seed: int = 0):
+    """A model of shape ``CONFIGS[name]`` with random weights, built directly on ``device`` in ``dtype``
+    (both chosen by :mod:`minirank.device` when not given). Refuses a shape of more than 8 GiB on a CPU."""
+    from transformers import AutoModelForCausalLM
+
+    device = pick_device(device)
+    dtype = dtype or pick_dtype(device)
+    config = random_config(name, vocab_size, bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    params = parameter_count(config)
+    size = params * torch.finfo(dtype).bits / 8
+    if device.type == "cpu" and size > 8 * 2 ** 30:
+        raise ValueError(f"config {name!r} has {params / 1e9:.1f}B parameters: {size / 2 ** 30:.0f} GiB in "
+                         f"{str(dtype).replace('torch.', '')}, too big for a CPU benchmark; run it on a GPU "
+                         f"(it is meant for one)")
     torch.manual_seed(seed)
-    return LlamaForCausalLM(LlamaConfig(**config)).eval()
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return model.eval()
+
+
+def tiny_model(vocab_size: int, seed: int = 0, **overrides):
+    """A random-weight Llama of shape ``CONFIGS["tiny"]`` (a few hundred thousand parameters), float32 on
+    the CPU, for tests that must not download; ``overrides`` change any config field."""
+    from transformers import AutoModelForCausalLM
+
+    config = random_config("tiny", vocab_size, **overrides)
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()

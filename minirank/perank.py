@@ -283,10 +283,9 @@ def save_projector(projector: Projector, path: str | Path, encoder, model, token
     the training config and data) into a new folder ``path``. Refuses an existing non-empty folder."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise FileExistsError(f"projector folder {path} already exists and is not empty; minirank never "
-                              f"overwrites a projector: choose another path or remove it yourself")
+    from minirank.records import refuse_existing
+
+    path = refuse_existing(path, "projector folder", hint="remove it yourself")
     if projector.encoder_dim != int(encoder.dim) or projector.llm_dim != int(model.config.hidden_size):
         raise ValueError(f"projector {projector.encoder_dim}->{projector.llm_dim} does not fit encoder "
                          f"{encoder.dim}-d and LLM hidden size {model.config.hidden_size}")
@@ -346,7 +345,8 @@ class PERankReranker(ListwiseReranker):
     name = "pe-rank"
 
     def __init__(self, model, tokenizer, encoder, projector: Projector, window: int = 20,
-                 stride: int | None = None, batch_size: int = 8):
+                 stride: int | None = None, batch_size: int | None = None):
+        self.model = model  # before the loop's __init__, which picks the batch size for its device
         super().__init__(window, stride, batch_size)
         if projector.encoder_dim != int(encoder.dim):
             raise ValueError(f"the projector takes {projector.encoder_dim}-d embeddings but the encoder "

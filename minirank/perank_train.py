@@ -23,7 +23,7 @@ import torch
 from minirank import perank as PR
 from minirank import prompts as P
 from minirank.forward import device_of, positions
-from minirank.train import lm_loss  # chapter 5's next-token loss on the answer
+from minirank.objective import lm_loss  # chapter 5's next-token loss on the answer
 
 #: The alignment instructions of the paper's Table 7; ``{embedding}`` is where the passage vector goes.
 ALIGNMENT_TEMPLATES = (
@@ -155,9 +155,9 @@ def add_lora(model, r: int = 8, alpha: int = 16, seed: int = 0):
     """``model`` with LoRA adapters on the attention projections (peft), the rest frozen; seeded."""
     from peft import LoraConfig, get_peft_model
 
-    from minirank.train import _quiet
+    from minirank.adapters import quiet_peft
 
-    _quiet()  # peft calls a transformers method that transformers 5 deprecates: not the reader's warning
+    quiet_peft()  # peft calls a transformers method that transformers 5 deprecates: not the reader's warning
     torch.manual_seed(seed)
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
                         target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])

@@ -181,7 +181,18 @@ class Dense:
 
     def search(self, queries: Mapping[str, str], k: int = 100) -> Run:
         qids = list(queries)
-        sims = self.encode([queries[q] for q in qids]) @ self.embeddings.T
+        return self.search_vectors(qids, self.encode([queries[q] for q in qids]), k)
+
+    def search_vectors(self, qids: list[str], vectors: np.ndarray, k: int = 100) -> Run:
+        """Rank the collection by the dot product with query vectors ``(len(qids), dim)`` (the encoder's,
+        or vectors moved by relevance feedback, chapter 9); the top ``k`` per query."""
+        if not qids:
+            return {}
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(qids), self.embeddings.shape[1]):
+            raise ValueError(f"query vectors must be ({len(qids)}, {self.embeddings.shape[1]}), one per query id, "
+                             f"got {vectors.shape}")
+        sims = vectors @ self.embeddings.T
         depth = min(k + TIE_MARGIN, len(self.pids))
         run: Run = {}
         for i, qid in enumerate(qids):

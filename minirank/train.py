@@ -9,27 +9,24 @@ FIRST (Reddy et al., 2024, §3.2) trains a listwise reranker on two signals at o
 * eq. 3, ``L = L_LM + lambda * L_Rank`` with lambda = 10 (§4.1).
 
 This module builds the training windows (from graded qrels or from a teacher reranker's run), turns
-them into token ids with the loss positions marked, trains LoRA adapters (``peft``) with a
-``transformers.Trainer`` whose ``compute_loss`` is eq. 3, saves and reloads adapters with the config
-and data hash that made them, and runs the ablation of FIRST Table 2/3 on the course collection
-(``minirank bench finetune``). Device and dtype come from :mod:`minirank.device`, never from here.
+them into token ids with the loss positions marked and trains LoRA adapters (``peft``) with a
+``transformers.Trainer`` whose ``compute_loss`` is eq. 3 (:func:`minirank.objective.joint_loss`, re-exported
+here with the ablation's objectives and protocols), resuming interrupted runs. Adapters are saved
+with what made them by :mod:`minirank.adapters`; the ablation of FIRST Table 2/3 on the course collection
+is a program of its own, :mod:`minirank.bench.finetune`. The device and dtype are the model's (chosen
+by :mod:`minirank.models` through :mod:`minirank.device`), never decided here.
 
 Heavy libraries (transformers, peft) are imported inside functions: ``minirank demo`` imports this
 module only to learn whether the shipped adapter adds its row ``first-lora``.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
-import math
 import random
 import shutil
-import statistics
-import sys
 import time
-import warnings
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,30 +34,20 @@ from pathlib import Path
 
 import torch
 
-from minirank import __version__
-from minirank import losses as LOSSES
 from minirank import prompts as P
-from minirank.data import BENCH_DIR, DATA_DIR
+from minirank.adapters import (META_FILE, SHIPPED_ADAPTER, base_signature, load_adapter, lora_config, quiet_peft,
+                               read_adapter_meta, save_adapter)
+from minirank.data import BENCH_DIR
+from minirank.forward import context_length  # noqa: F401  (used by the notebook and bench)
+from minirank.objective import (OBJECTIVES, PROTOCOLS, first_targets, first_token_scores,  # noqa: F401  (the loss
+                                forward_logits, joint_loss, lm_loss, rank_loss, ranking_term)  # lives there)
+from minirank.records import claim_folder, refuse_existing
 from minirank.retrieval import Run, ranked
 
-#: The adapter shipped with the book (made by ``minirank bench finetune --save-adapter ...``, see data/README.md).
-SHIPPED_ADAPTER = DATA_DIR / "adapters" / "first-lora-smollm2"
+quiet_peft()  # at import, so notebooks that call peft themselves (notebook 05) get the quiet that train() has
+
 #: The stored output of ``minirank bench finetune --seeds 0,1,2 --json ...`` (lesson 5.8, notebook 05).
 STORED_ABLATION = BENCH_DIR / "finetune-ablation-cpu.json"
-META_FILE = "minirank_adapter.json"
-META_FORMAT = 1
-
-#: The ablation of FIRST Table 2 (rows "- Weighting", "- LM") and Table 3 (the other ranking losses):
-#: objective name -> (uses the LM loss, the ranking loss on the first-token logits or None).
-OBJECTIVES: dict[str, tuple[bool, str | None]] = {
-    "joint": (True, "weighted_ranknet"),      # FIRST: L_LM + lambda * weighted RankNet (eq. 3)
-    "-weighting": (True, "ranknet"),          # Table 2 "- Weighting": plain RankNet, every pair weight 1
-    "-lm": (False, "weighted_ranknet"),       # Table 2 "- LM": lambda * weighted RankNet alone
-    "lm-only": (True, None),                  # Table 2 "LM Generation" training: RankZephyr's objective
-    "listnet": (True, "listnet"),             # Table 3: ListNet in place of weighted RankNet
-    "lambdarank": (True, "lambdarank"),       # Table 3: LambdaRank in place of weighted RankNet
-}
-
 
 # ====================================================================== 1. training windows
 
@@ -180,19 +167,6 @@ def teacher_windows(collection, candidates: Run, window: int = 10, windows_per_q
 
 # ====================================================================== 2. windows -> token ids
 
-def target_text(order: Sequence[int], style: str = "alpha") -> str:
-    """The permutation the model must write after the prompt's ``[``: ``'B] > [A] > [C]'``."""
-    labels = P.identifiers(len(order), style)
-    return " > ".join(P.bracket(labels[i]) for i in order)[1:]
-
-
-def context_length(model) -> int | None:
-    """The longest sequence the model takes (``max_position_embeddings``), None if it does not say."""
-    config = getattr(model, "config", None)
-    value = getattr(config, "max_position_embeddings", None)
-    return int(value) if value else None
-
-
 def make_example(window: Window, tokenizer, max_passage_tokens: int | None = 32,
                  max_length: int | None = None, style: str = "alpha") -> dict:
     """Token ids and loss positions of one window.
@@ -210,7 +184,7 @@ def make_example(window: Window, tokenizer, max_passage_tokens: int | None = 32,
     m = len(window.pids)
     prompt = P.build_prompt(window.query, list(window.texts), tokenizer, style, max_passage_tokens)
     prompt_ids = tokenizer.encode(prompt, add_special_tokens=not P.has_chat_template(tokenizer))
-    target = target_text(window.order, style)
+    target = P.answer_text(window.order, style)  # 'B] > [A] > [C]': what follows the prompt's '['
     target_ids = tokenizer.encode(target, add_special_tokens=False)
     eos = getattr(tokenizer, "eos_token_id", None)
     if eos is not None:
@@ -265,103 +239,7 @@ def collate(examples: Sequence[Mapping], pad_id: int) -> dict[str, torch.Tensor]
     }
 
 
-# ====================================================================== 3. the joint objective (eq. 1-3)
-
-def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Eq. 1: mean negative log-likelihood of the target tokens (labels != -100), next-token shifted.
-
-    ``logits`` may cover only the last ``k`` positions of the sequence (see :func:`forward_logits`);
-    the labels are aligned with them from the right.
-    """
-    offset = labels.shape[1] - logits.shape[1]
-    shifted = logits[:, :-1, :].float()
-    target = labels[:, offset + 1:]
-    return torch.nn.functional.cross_entropy(shifted.reshape(-1, shifted.shape[-1]), target.reshape(-1),
-                                             ignore_index=-100)
-
-
-def forward_logits(model, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """``(logits, offset)``: the logits from the first rank position of the batch to the end.
-
-    Neither loss needs the prompt's other positions, and their logits (``tokens x vocabulary``, 49k
-    wide for the default model) cost about a fifth of the step's compute and most of its activation
-    memory. ``offset`` is the sequence position of ``logits[:, 0]``; models without ``logits_to_keep``
-    return all positions (offset 0).
-    """
-    width = batch["input_ids"].shape[1]
-    keep = width - int(batch["rank_position"].min())
-    try:
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
-    except TypeError:
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-    return out.logits, width - out.logits.shape[1]
-
-
-def first_token_scores(logits: torch.Tensor, rank_position: torch.Tensor, identifier_ids: torch.Tensor,
-                       offset: int = 0) -> torch.Tensor:
-    """``s_i``: the logit of each passage's identifier at the rank position (B, m), as FIRST reads it."""
-    rows = torch.arange(logits.shape[0], device=logits.device)
-    at_position = logits[rows, rank_position.to(logits.device) - offset].float()  # (B, V)
-    return at_position.gather(1, identifier_ids.to(logits.device))
-
-
-def rank_loss(scores: torch.Tensor, target_ranks: torch.Tensor, grades: torch.Tensor, mask: torch.Tensor,
-              kind: str = "weighted_ranknet", pair_reduction: str = "mean") -> torch.Tensor:
-    """The ranking loss on the first-token scores, mean over the batch.
-
-    ``weighted_ranknet`` is eq. 2 with the intended sign: pairs ``r_i < r_j`` weighted ``1/(r_i + r_j)``
-    (:func:`minirank.losses.weighted_ranknet_loss`); ``ranknet`` sets every weight to 1. Pairs whose
-    grades are equal (qrels ties) carry no preference and are left out. ``pair_reduction='mean'``
-    divides by the number of pairs, as FIRST's training code does and as lambda = 10 assumes; with a
-    strict teacher ordering the result equals ``weighted_ranknet_loss(..., pair_reduction='mean')``.
-    ``listnet`` and ``lambdarank`` (Table 3) use the grades: :func:`minirank.losses.listnet_loss`,
-    :func:`minirank.losses.lambdarank_loss`.
-    """
-    mask = mask.to(torch.bool)
-    target_ranks, grades = target_ranks.to(scores.device), grades.to(scores.device)
-    if kind in ("weighted_ranknet", "ranknet"):
-        r = torch.where(mask, target_ranks, 0).to(scores.dtype)
-        differ = grades[:, :, None] != grades[:, None, :]
-        base = (1.0 / (r[:, :, None] + r[:, None, :]).clamp(min=1.0) if kind == "weighted_ranknet"
-                else torch.ones_like(differ, dtype=scores.dtype))
-        weights = torch.where(differ, base, 0.0)
-        per_query = LOSSES.ranknet_loss(scores, target_ranks, mask, weighting=weights, pair_reduction="sum",
-                                        reduction="none")
-        if pair_reduction == "mean":
-            pairs = (r[:, :, None] < r[:, None, :]) & differ & mask[:, :, None] & mask[:, None, :]
-            per_query = per_query / pairs.sum(dim=(1, 2)).clamp(min=1)
-        elif pair_reduction != "sum":
-            raise ValueError(f"pair_reduction must be 'mean' or 'sum', not {pair_reduction!r}")
-        return per_query.mean()
-    if kind == "listnet":
-        return LOSSES.listnet_loss(scores, grades, mask)
-    if kind == "lambdarank":
-        return LOSSES.lambdarank_loss(scores, grades, mask, pair_reduction=pair_reduction)
-    raise ValueError(f"unknown ranking loss {kind!r}: expected weighted_ranknet, ranknet, listnet or lambdarank")
-
-
-def joint_loss(model, batch: Mapping[str, torch.Tensor], objective: str = "joint", lam: float = 10.0,
-               pair_reduction: str = "mean") -> tuple[torch.Tensor, dict[str, float]]:
-    """Eq. 3 for one batch: ``L_LM + lam * L_Rank`` (or the ablation ``objective``); also the parts."""
-    if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}: expected one of {list(OBJECTIVES)}")
-    use_lm, kind = OBJECTIVES[objective]
-    device = batch["input_ids"].device
-    logits, offset = forward_logits(model, batch)
-    parts: dict[str, float] = {}
-    total = torch.zeros((), device=logits.device)
-    lm = lm_loss(logits, batch["labels"].to(logits.device))
-    parts["loss_lm"] = float(lm.detach())
-    if use_lm:
-        total = total + lm
-    scores = first_token_scores(logits, batch["rank_position"], batch["identifier_ids"], offset)
-    if kind is not None:
-        rank = rank_loss(scores, batch["target_ranks"], batch["grades"], batch["candidate_mask"].to(device),
-                         kind, pair_reduction)
-        parts["loss_rank"] = float(rank.detach())
-        total = total + lam * rank
-    return total, parts
-
+# ====================================================================== 3. the trainer (the loss: minirank.objective)
 
 def _trainer_class():
     from transformers import Trainer
@@ -375,14 +253,14 @@ def _trainer_class():
         """
 
         def __init__(self, *args, objective: str = "joint", lam: float = 10.0, pair_reduction: str = "mean",
-                     **kwargs):
+                     protocol: str = "first", **kwargs):
             super().__init__(*args, **kwargs)
-            self.objective, self.lam, self.pair_reduction = objective, lam, pair_reduction
+            self.objective, self.lam, self.pair_reduction, self.protocol = objective, lam, pair_reduction, protocol
             self.loss_is_scaled_for_ga = False
             self._parts: dict[str, list[float]] = defaultdict(list)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            loss, parts = joint_loss(model, inputs, self.objective, self.lam, self.pair_reduction)
+            loss, parts = joint_loss(model, inputs, self.objective, self.lam, self.pair_reduction, self.protocol)
             if model.training:
                 for key, value in parts.items():
                     self._parts[key].append(value)
@@ -416,8 +294,9 @@ class TrainConfig:
 
     model: str = "smollm2-135m-instruct"
     objective: str = "joint"
+    protocol: str = "first"                 # how the ranking term is scaled and targeted (minirank.objective)
     lam: float = 10.0                       # FIRST §4.1
-    pair_reduction: str = "mean"            # FIRST's code averages over pairs (shared/FACTS.md)
+    pair_reduction: str = "mean"            # FIRST's released training code averages over pairs
     window: int = 10
     max_passage_tokens: int | None = 32
     depth: int = 20                         # first-stage candidates the training windows come from
@@ -455,7 +334,7 @@ class TrainConfig:
 def paper_scale(model: str = "HuggingFaceTB/SmolLM2-1.7B-Instruct", **overrides) -> TrainConfig:
     """FIRST §4.1 on one GPU: windows of 20 passages (100 tokens each), 3 epochs, effective batch 32,
     NEFTune, LoRA r=16 on every linear layer with gradient checkpointing. The learning rate is LoRA's
-    (1e-4), not FIRST's 5e-6, which is for full fine-tuning. bf16/fp16 follow :func:`pick_dtype`."""
+    (1e-4), not FIRST's 5e-6, which is for full fine-tuning. bf16/fp16: :func:`minirank.device.pick_dtype`."""
     values = dict(model=model, window=20, max_passage_tokens=100, depth=50, windows_per_query=8, lora_r=16,
                   lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", learning_rate=1e-4, epochs=3.0,
                   batch_size=4, grad_accum=8, warmup_ratio=0.03, neftune_alpha=5.0, gradient_checkpointing=True,
@@ -464,120 +343,7 @@ def paper_scale(model: str = "HuggingFaceTB/SmolLM2-1.7B-Instruct", **overrides)
     return TrainConfig(**values)
 
 
-# ====================================================================== 5. adapters: save, check, load
-
-def _quiet() -> None:
-    """peft 0.21 calls a transformers method that transformers 5 deprecates; the warning is not the user's."""
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-
-
-def base_signature(model) -> dict:
-    """What identifies a base model: its shape and a probe of its embedding weights.
-
-    The probe (8 embedding values, to 3 significant digits) survives fp32/bf16/fp16 loading but tells
-    two different checkpoints of the same architecture apart.
-    """
-    config = model.config
-    keys = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-            "intermediate_size")
-    signature = {k: getattr(config, k, None) for k in keys}
-    weight = model.get_input_embeddings().weight.detach()
-    rows = torch.linspace(0, weight.shape[0] - 1, 4).long()
-    cols = torch.linspace(0, weight.shape[1] - 1, 2).long()
-    signature["probe"] = [float(f"{float(weight[r, c]):.3g}") for r in rows for c in cols]
-    return signature
-
-
-def _same_base(a: Mapping, b: Mapping) -> bool:
-    if any(a.get(k) != b.get(k) for k in a if k != "probe"):
-        return False
-    pa, pb = a.get("probe") or [], b.get("probe") or []
-    return len(pa) == len(pb) and all(math.isclose(x, y, rel_tol=3e-2, abs_tol=2e-3) for x, y in zip(pa, pb))
-
-
-def read_adapter_meta(path: str | Path) -> dict:
-    """The ``minirank_adapter.json`` of an adapter folder (a clear error when it is not one)."""
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"adapter folder {path} does not exist")
-    meta_file = path / META_FILE
-    if not meta_file.is_file() or not (path / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"{path} is not a minirank adapter: it needs {META_FILE} and adapter_config.json "
-                                f"(made by minirank.train.save_adapter)")
-    return json.loads(meta_file.read_text(encoding="utf-8"))
-
-
-def _refuse_existing(path: Path) -> None:
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise FileExistsError(f"adapter folder {path} already exists and is not empty; minirank never "
-                              f"overwrites an adapter: choose another path or remove it yourself")
-
-
-def save_adapter(model, path: str | Path, config: TrainConfig, digest: str, examples: int,
-                 extra: Mapping | None = None) -> Path:
-    """Save LoRA weights (``adapter_model.safetensors``), peft's ``adapter_config.json`` and
-    ``minirank_adapter.json`` (base model, config, data hash, seed, versions). Refuses to overwrite."""
-    import peft
-    import transformers
-
-    path = Path(path)
-    _refuse_existing(path)
-    partial = path.with_name(path.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    for cfg in model.peft_config.values():
-        cfg.base_model_name_or_path = config.model  # not this machine's cache path
-    model.save_pretrained(str(partial), safe_serialization=True, save_embedding_layers=False)
-    card = partial / "README.md"
-    if card.exists():
-        card.unlink()  # peft's empty model card; minirank_adapter.json says what this is
-    meta = {"format": META_FORMAT, "made_by": "minirank.train", "minirank": __version__,
-            "base_model": config.model, "base_signature": base_signature(model.get_base_model()),
-            "config": config.to_dict(), "data_hash": digest, "examples": examples, "seed": config.seed,
-            "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                         "peft": peft.__version__},
-            **(dict(extra) if extra else {})}
-    (partial / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    if path.exists():
-        path.rmdir()  # an empty folder, checked above
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial.rename(path)
-    return path
-
-
-def load_adapter(model, path: str | Path):
-    """Put the LoRA adapter at ``path`` on ``model`` (eval mode) after checking it was made for this base.
-
-    Note that peft modifies ``model`` in place: load a fresh base model for each adapter.
-    """
-    from peft import PeftModel
-
-    meta = read_adapter_meta(path)
-    mine = base_signature(model)
-    theirs = meta.get("base_signature", {})
-    if not _same_base(theirs, mine):
-        shape = lambda s: (f"{s.get('model_type')}, vocab {s.get('vocab_size')}, hidden {s.get('hidden_size')}, "
-                           f"{s.get('num_hidden_layers')} layers")
-        raise ValueError(f"adapter {path} was trained on base model {meta.get('base_model')!r} ({shape(theirs)}), "
-                         f"but this model ({shape(mine)}) is a different one"
-                         f"{' (same shape, different weights)' if shape(theirs) == shape(mine) else ''}. "
-                         f"Load {meta.get('base_model')!r} and put the adapter on it.")
-    _quiet()
-    peft_model = PeftModel.from_pretrained(model, str(path), is_trainable=False)
-    peft_model.eval()
-    peft_model.minirank_meta = meta
-    return peft_model
-
-
-def load_with_adapter(path: str | Path, device=None):
-    """``(model, tokenizer, meta)``: a fresh copy of the adapter's base model with the adapter on it."""
-    from minirank.models import load
-
-    meta = read_adapter_meta(path)
-    model, tokenizer = load(meta["base_model"], device=device)
-    return load_adapter(model, path), tokenizer, meta
-
-
-# ====================================================================== 6. training
+# ====================================================================== 5. training
 
 @dataclass
 class TrainResult:
@@ -591,17 +357,6 @@ class TrainResult:
     adapter_dir: Path | None
     finished: bool
     seconds: float
-
-
-class _ListDataset(torch.utils.data.Dataset):
-    def __init__(self, rows):
-        self.rows = list(rows)
-
-    def __len__(self):
-        return len(self.rows)
-
-    def __getitem__(self, i):
-        return self.rows[i]
 
 
 def run_id(config: TrainConfig, digest: str, signature: Mapping) -> str:
@@ -628,26 +383,27 @@ def train(examples: Sequence[Mapping], config: TrainConfig | None = None, adapte
       ``config.model`` is loaded on the device and dtype of :mod:`minirank.device`.
     * Checkpoints go to ``checkpoint_dir`` (default: the cache, under a name made from the data hash,
       the config and the base model). With ``resume``, a run that was interrupted continues from its
-      last checkpoint: same optimizer, schedule, data order and RNG state.
+      last checkpoint: same optimizer, schedule, data order and RNG state; ``resume=False`` starts the
+      run over. The folder records whose run it is (:func:`minirank.records.claim_folder`): a folder of
+      another run, or one holding other files, is a FileExistsError naming both runs, never resumed or
+      emptied.
     * ``stop_after_steps`` stops (after saving a checkpoint) as an interruption would; the result says
       ``finished=False`` and no adapter is saved.
     * ``adapter_dir``: where the finished adapter goes; an existing non-empty folder is refused before
       training starts.
     """
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import PrinterCallback, TrainerCallback, TrainingArguments, set_seed
 
-    from minirank.device import pick_dtype
     from minirank.models import cache_dir, load
 
     config = config or TrainConfig()
-    if config.objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {config.objective!r}: expected one of {list(OBJECTIVES)}")
+    ranking_term(config.objective, config.protocol)  # an unknown objective or protocol: refused before any work
     if not examples:
         raise ValueError("no training examples")
     adapter_dir = Path(adapter_dir) if adapter_dir is not None else None
     if adapter_dir is not None:
-        _refuse_existing(adapter_dir)
+        refuse_existing(adapter_dir, "adapter folder", hint="remove it yourself")
     if model is None:
         model, loaded_tokenizer = load(config.model, device=device)
         tokenizer = tokenizer or loaded_tokenizer
@@ -659,17 +415,20 @@ def train(examples: Sequence[Mapping], config: TrainConfig | None = None, adapte
             raise ValueError(f"query {ex.get('qid')!r}: example of {len(ex['input_ids'])} tokens is longer than "
                              f"the model's context of {limit}; rebuild the examples with a smaller window "
                              f"or max_passage_tokens")
-    dev = next(model.parameters()).device
-    dtype = pick_dtype(dev)
+    dev, dtype = next(model.parameters()).device, model.dtype  # as loaded: minirank.models chose them
     digest = data_hash(examples)
     signature = base_signature(model)
-    folder = Path(checkpoint_dir) if checkpoint_dir else cache_dir() / "checkpoints" / run_id(config, digest, signature)
+    run = {"id": run_id(config, digest, signature), "config": config.to_dict(), "data_hash": digest,
+           "base_model": config.model, "base_signature": signature}
+    folder = Path(checkpoint_dir) if checkpoint_dir else cache_dir() / "checkpoints" / run["id"]
+    claim_folder(folder, run, adopt=checkpoint_dir is None)  # another run's checkpoints: refused, never resumed
+    if not resume:
+        shutil.rmtree(folder)  # this run's own checkpoints (the claim says so): start over
+        claim_folder(folder, run)
 
-    _quiet()
+    quiet_peft()
     set_seed(config.seed)  # LoRA's A matrices are drawn now: the seed decides them
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=config.target_modules, bias="none", task_type="CAUSAL_LM")
-    peft_model = get_peft_model(model, lora)  # adapter weights in float32 even on a bf16/fp16 base
+    peft_model = get_peft_model(model, lora_config(config))  # adapter weights in float32 even on a bf16/fp16 base
     if config.gradient_checkpointing:
         peft_model.enable_input_require_grads()
 
@@ -695,15 +454,13 @@ def train(examples: Sequence[Mapping], config: TrainConfig | None = None, adapte
 
     pad = P.pad_token_id(tokenizer)
     trainer = _trainer_class()(
-        model=peft_model, args=args, train_dataset=_ListDataset(examples),
+        model=peft_model, args=args, train_dataset=list(examples),
         data_collator=lambda rows: collate(rows, pad), callbacks=[_Interrupt()],
-        objective=config.objective, lam=config.lam, pair_reduction=config.pair_reduction)
+        objective=config.objective, lam=config.lam, pair_reduction=config.pair_reduction, protocol=config.protocol)
     if not verbose:
         trainer.remove_callback(PrinterCallback)  # the Trainer prints every log line; the history keeps them
     start = time.perf_counter()
     checkpoint = last_checkpoint(folder) if resume else None
-    if checkpoint is None and folder.is_dir() and not resume:
-        shutil.rmtree(folder)
     if verbose and checkpoint is not None:
         print(f"minirank.train: resuming from {checkpoint}")
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -713,7 +470,7 @@ def train(examples: Sequence[Mapping], config: TrainConfig | None = None, adapte
     saved = None
     if finished and adapter_dir is not None:
         saved = save_adapter(peft_model, adapter_dir, config, digest, len(examples),
-                             {"final_loss": _last(trainer.state.log_history, "loss"),
+                             {"final_loss": last_logged(trainer.state.log_history, "loss"),
                               "steps": trainer.state.global_step, "train_seconds": round(seconds, 1)})
     if finished and not keep_checkpoints:
         shutil.rmtree(folder, ignore_errors=True)
@@ -721,302 +478,9 @@ def train(examples: Sequence[Mapping], config: TrainConfig | None = None, adapte
                        folder, saved, finished, seconds)
 
 
-def _last(history: Sequence[Mapping], key: str):
+def last_logged(history: Sequence[Mapping], key: str):
+    """The last value of ``key`` in a Trainer's ``log_history`` (e.g. the final ``loss``), None if never logged."""
     values = [row[key] for row in history if key in row]
     return values[-1] if values else None
 
 
-def lora_state(model) -> dict[str, torch.Tensor]:
-    """The adapter's weights (the only ones training changes), as CPU tensors."""
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if "lora_" in k}
-
-
-def measure_throughput(examples: Sequence[Mapping], config: TrainConfig, model=None, tokenizer=None,
-                       batch_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32), steps: int = 3) -> list[dict]:
-    """Training speed and memory per batch size: tokens/s, seconds/step and (on CUDA) peak memory.
-
-    Each batch size runs ``steps`` optimizer steps of the joint loss after one warm-up step, on a
-    fresh LoRA model, until the GPU runs out of memory: the last row that fits is the largest batch.
-    (Chapter 5's GPU section; on a CPU it still runs, without memory numbers.)
-    """
-    from peft import LoraConfig, get_peft_model
-
-    from minirank.device import pick_dtype, synchronize
-    from minirank.models import load
-
-    if model is None:
-        model, tokenizer = load(config.model)
-    dev = next(model.parameters()).device
-    dtype = pick_dtype(dev)
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=config.target_modules, task_type="CAUSAL_LM")
-    _quiet()
-    peft_model = get_peft_model(model, lora)
-    if config.gradient_checkpointing:
-        peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        peft_model.enable_input_require_grads()
-    peft_model.train()
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
-    autocast = dev.type == "cuda" and dtype != torch.float32
-    scaler = torch.amp.GradScaler("cuda") if autocast and dtype == torch.float16 else None
-    pad = P.pad_token_id(tokenizer)
-    rows = []
-    for size in batch_sizes:
-        batch = collate([examples[i % len(examples)] for i in range(size)], pad)
-        batch = {k: v.to(dev) for k, v in batch.items()}
-        tokens = int(batch["attention_mask"].sum())
-        if dev.type == "cuda":
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(dev)
-        try:
-            for step in range(steps + 1):
-                if step == 1:
-                    synchronize(dev)
-                    start = time.perf_counter()
-                with torch.autocast(dev.type, dtype=dtype, enabled=autocast):
-                    loss, _ = joint_loss(peft_model, batch, config.objective, config.lam, config.pair_reduction)
-                (scaler.scale(loss) if scaler else loss).backward()
-                if scaler:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            synchronize(dev)
-        except torch.OutOfMemoryError:
-            optimizer.zero_grad(set_to_none=True)
-            rows.append({"batch": size, "tokens/step": tokens, "s/step": "OOM", "tokens/s": "", "peak GiB": ""})
-            break
-        seconds = (time.perf_counter() - start) / steps
-        peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else ""  # no CPU counterpart
-        rows.append({"batch": size, "tokens/step": tokens, "s/step": seconds, "tokens/s": tokens / seconds,
-                     "peak GiB": peak})
-    return rows
-
-
-# ====================================================================== 7. evaluation and the ablation
-
-def rerank_and_score(model, tokenizer, collection, candidates: Run, window: int, max_passage_tokens: int | None,
-                     batch_size: int = 4, metric: str = "ndcg@10") -> tuple[Run, dict[str, float]]:
-    """FIRST-rerank ``candidates`` with ``model`` (stride window // 2); per-query ``metric``."""
-    from minirank.evaluate import evaluate
-    from minirank.listwise import FirstReranker
-
-    reranker = FirstReranker(model, tokenizer, window=window, max_passage_tokens=max_passage_tokens,
-                             batch_size=batch_size)
-    run = reranker.rerank(collection, candidates)
-    per_query = evaluate(run, collection.qrels, (metric,))
-    return run, {q: s[metric] for q, s in per_query.items()}
-
-
-def _mean(values) -> float:
-    values = list(values)
-    return sum(values) / len(values) if values else float("nan")
-
-
-def _std(values) -> float:
-    values = list(values)
-    if len(values) < 2:
-        return 0.0
-    mu = _mean(values)
-    return math.sqrt(sum((v - mu) ** 2 for v in values) / (len(values) - 1))
-
-
-def ablation_rows(zero_shot: Mapping[str, float], bm25: Mapping[str, float],
-                  results: Mapping[str, Mapping[int, Mapping[str, float]]], reference: str = "joint") -> list[dict]:
-    """Rows of the ablation table: mean nDCG@10 over seeds, the spread (sample std over seeds), the
-    difference from ``reference`` and the paired randomisation test over test queries (per-query
-    nDCG@10 averaged over seeds), and the same test against the zero-shot model."""
-    from minirank.evaluate import paired_test
-
-    def seed_mean(per_seed):
-        qids = sorted(next(iter(per_seed.values())))
-        return {q: _mean(per_seed[s][q] for s in per_seed) for q in qids}
-
-    rows = [{"method": "bm25 (no reranking)", "ndcg@10": _mean(bm25.values()), "+/-": "", "seeds": "",
-             "vs joint": "", "p vs joint": "", "p vs zero-shot": ""},
-            {"method": "first zero-shot", "ndcg@10": _mean(zero_shot.values()), "+/-": "", "seeds": "",
-             "vs joint": "", "p vs joint": "", "p vs zero-shot": ""}]
-    ref = seed_mean(results[reference]) if reference in results else None
-    for name, per_seed in results.items():
-        per_query = seed_mean(per_seed)
-        means = [_mean(per_seed[s].values()) for s in sorted(per_seed)]
-        row = {"method": name, "ndcg@10": _mean(per_query.values()), "+/-": f"{_std(means):.3f}",
-               "seeds": len(means), "vs joint": "", "p vs joint": "",
-               "p vs zero-shot": paired_test(per_query, zero_shot)["p_randomization"]}
-        if ref is not None and name != reference:
-            test = paired_test(per_query, ref)
-            row["vs joint"] = f"{test['mean_diff']:+.3f}"
-            row["p vs joint"] = test["p_randomization"]
-        rows.append(row)
-    return rows
-
-
-def bench_main(argv: Sequence[str] | None = None) -> int:
-    """``minirank bench finetune``: the ablation of FIRST Tables 2-3 on the course collection.
-
-    Trains one LoRA adapter per objective and seed on the train split, FIRST-reranks the test split's
-    BM25 candidates with each, and prints mean nDCG@10 +/- spread over seeds with paired tests against
-    the joint loss. Each finished run is cached (``$MINIRANK_CACHE/bench_finetune``), so an interrupted
-    benchmark picks up where it stopped. ``--save-adapter DIR`` also keeps the adapter of the first
-    objective and seed (how ``data/adapters/first-lora-smollm2`` was made).
-    """
-    from minirank.data import load_course
-    from minirank.device import describe
-    from minirank.evaluate import format_table
-    from minirank.models import DEFAULT_MODEL, cache_dir, load
-    from minirank.retrieval import BM25, top_k
-    from minirank.latency import CONFIGS, build_random_model
-
-    parser = argparse.ArgumentParser(prog="minirank bench finetune", description=bench_main.__doc__.split("\n\n")[0])
-    parser.add_argument("--objectives", default=",".join(OBJECTIVES),
-                        help=f"comma-separated subset of {','.join(OBJECTIVES)} (default: all)")
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
-    parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--window", type=int, default=10, help="passages per window, training and test")
-    parser.add_argument("--max-passage-tokens", type=int, default=32)
-    parser.add_argument("--depth", type=int, default=20, help="BM25 candidates the training windows come from")
-    parser.add_argument("--windows-per-query", type=int, default=2)
-    parser.add_argument("--eval-depth", type=int, default=None,
-                        help="BM25 candidates reranked on the test split (default: one window's worth)")
-    parser.add_argument("--steps", type=int, default=40, help="optimizer steps per run (-1: --epochs)")
-    parser.add_argument("--epochs", type=float, default=1.0)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--lam", type=float, default=10.0)
-    parser.add_argument("--lora-r", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--grad-accum", type=int, default=1)
-    parser.add_argument("--neftune", type=float, default=None, help="NEFTune noise alpha (off by default)")
-    parser.add_argument("--gradient-checkpointing", action="store_true")
-    parser.add_argument("--paper-scale", action="store_true", help="FIRST §4.1's recipe (GPU; see paper_scale())")
-    parser.add_argument("--train-split", default="train", choices=["train", "dev", "test"])
-    parser.add_argument("--eval-split", default="test", choices=["train", "dev", "test"])
-    parser.add_argument("--save-adapter", default=None, help="keep the first objective/seed's adapter here")
-    parser.add_argument("--json", dest="json_path", default=None, help="also write the results to this JSON file")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing --json file")
-    parser.add_argument("--no-cache", action="store_true", help="retrain runs whose results are cached")
-    parser.add_argument("--measure", action="store_true",
-                        help="measure training speed and peak memory per batch size instead (chapter 5, GPU)")
-    parser.add_argument("--batch-sizes", default="1,2,4,8,16,32", help="batch sizes for --measure")
-    parser.add_argument("--config", default=None, choices=sorted(CONFIGS),
-                        help="with --measure: a model shape from minirank.latency.CONFIGS (e.g. mistral-7b) with "
-                             "random weights instead of --model: speed and memory need the shape, not the weights, "
-                             "and nothing is downloaded")
-    args = parser.parse_args(list(argv) if argv is not None else None)
-
-    objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
-    unknown = [o for o in objectives if o not in OBJECTIVES]
-    if unknown:
-        raise ValueError(f"unknown objective(s) {unknown}: expected some of {list(OBJECTIVES)}")
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    if args.config is not None and not args.measure:
-        raise ValueError("--config builds a model with random weights, which can be timed but not evaluated: "
-                         "use it with --measure")
-    if args.json_path and Path(args.json_path).exists() and not args.force:
-        raise FileExistsError(f"{args.json_path} exists; minirank does not overwrite results: choose another "
-                              f"path or pass --force")
-    if args.save_adapter:
-        _refuse_existing(Path(args.save_adapter))
-    base = dict(model=args.model, window=args.window, max_passage_tokens=args.max_passage_tokens,
-                depth=args.depth, windows_per_query=args.windows_per_query, learning_rate=args.lr, lam=args.lam,
-                lora_r=args.lora_r, lora_alpha=2 * args.lora_r, max_steps=args.steps, epochs=args.epochs,
-                batch_size=args.batch_size, grad_accum=args.grad_accum, neftune_alpha=args.neftune,
-                gradient_checkpointing=args.gradient_checkpointing)
-    if args.paper_scale:
-        base = paper_scale(args.model if args.model != DEFAULT_MODEL else "HuggingFaceTB/SmolLM2-1.7B-Instruct").to_dict()
-
-    if args.eval_depth is None:
-        args.eval_depth = base["window"]
-    machine = describe()
-    print(f"minirank bench finetune on {machine}")
-    train_set, test_set = load_course(args.train_split), load_course(args.eval_split)
-    train_cands = top_k(BM25(train_set.passages).search(train_set.queries, base["depth"]), base["depth"])
-    test_cands = top_k(BM25(test_set.passages).search(test_set.queries, args.eval_depth), args.eval_depth)
-    from minirank.evaluate import evaluate
-    bm25 = {q: s["ndcg@10"] for q, s in evaluate(test_cands, test_set.qrels, ("ndcg@10",)).items()}
-
-    if args.config:
-        from minirank.models import load_tokenizer
-
-        tokenizer = load_tokenizer()  # the default model's: its ids fit the random model's vocabulary
-        model = build_random_model(args.config, len(tokenizer))
-        base["model"] = f"random weights, shape {args.config}"
-    else:
-        model, tokenizer = load(base["model"])
-    windows = teacher_windows(train_set, train_cands, base["window"], base["windows_per_query"], seed=0)
-    examples = build_examples(windows, tokenizer, base["max_passage_tokens"], context_length(model))
-    digest = data_hash(examples)
-    if args.measure:
-        config = TrainConfig(**{**base, "objective": objectives[0]})
-        sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
-        rows = measure_throughput(examples, config, model, tokenizer, sizes)
-        print(f"model: {base['model']} ({sum(p.numel() for p in model.parameters()) / 1e6:,.0f}M parameters), "
-              f"{len(examples)} windows of about {statistics.median(len(e['input_ids']) for e in examples):.0f} tokens")
-        print(f"LoRA r={config.lora_r} on {config.target_modules}, activation checkpointing "
-              f"{'on' if config.gradient_checkpointing else 'off'}, windows of {config.window} passages")
-        print(format_table(rows))
-        if args.json_path:
-            Path(args.json_path).write_text(json.dumps({"machine": machine, "config": config.to_dict(),
-                                                        "rows": rows}, indent=2) + "\n", encoding="utf-8")
-        return 0
-    print(f"training data: {len(examples)} windows of {base['window']} passages from {len(train_set.queries)} "
-          f"{args.train_split} queries, hash {digest[:12]}; test: {len(test_set.queries)} {args.eval_split} "
-          f"queries, BM25 top {args.eval_depth}")
-    store = cache_dir() / "bench_finetune"
-    store.mkdir(parents=True, exist_ok=True)
-    eval_key = f"{args.eval_split}:{args.eval_depth}:{base['window']}:{base['max_passage_tokens']}"
-    zs_file = store / f"zero-shot-{hashlib.sha256(json.dumps([eval_key, base_signature(model)]).encode()).hexdigest()[:16]}.json"
-    if zs_file.is_file() and not args.no_cache:
-        zero_shot = json.loads(zs_file.read_text())
-    else:
-        start = time.perf_counter()
-        _, zero_shot = rerank_and_score(model, tokenizer, test_set, test_cands, base["window"], base["max_passage_tokens"])
-        zs_file.write_text(json.dumps(zero_shot))
-        print(f"  zero-shot: nDCG@10 {_mean(zero_shot.values()):.3f} ({time.perf_counter() - start:.0f} s)")
-
-    results: dict[str, dict[int, dict[str, float]]] = {}
-    runs_meta = []
-    for objective in objectives:
-        for seed in seeds:
-            config = TrainConfig(**{**base, "objective": objective, "seed": seed})
-            key = run_id(config, digest, base_signature(model)) + "-" + hashlib.sha256(eval_key.encode()).hexdigest()[:8]
-            cached = store / f"{key}.json"
-            keep = args.save_adapter if (objective, seed) == (objectives[0], seeds[0]) else None
-            if cached.is_file() and not args.no_cache and not keep:
-                record = json.loads(cached.read_text())
-            else:
-                fresh, _ = load(base["model"])  # peft changes the model it wraps: a fresh base per run
-                result = train(examples, config, keep, model=fresh, tokenizer=tokenizer)
-                start = time.perf_counter()
-                _, scores = rerank_and_score(result.model, tokenizer, test_set, test_cands, config.window,
-                                             config.max_passage_tokens)
-                record = {"objective": objective, "seed": seed, "per_query": scores,
-                          "train_seconds": round(result.seconds, 1), "eval_seconds": round(time.perf_counter() - start, 1),
-                          "final_loss": _last(result.log_history, "loss"), "log_history": result.log_history,
-                          "config": config.to_dict(), "data_hash": digest, "machine": machine}
-                cached.write_text(json.dumps(record))
-            results.setdefault(objective, {})[seed] = record["per_query"]
-            runs_meta.append({k: record[k] for k in ("objective", "seed", "train_seconds", "eval_seconds", "final_loss")})
-            print(f"  {objective} seed {seed}: nDCG@10 {_mean(record['per_query'].values()):.3f} "
-                  f"(train {record['train_seconds']} s, eval {record['eval_seconds']} s)")
-
-    rows = ablation_rows(zero_shot, bm25, results, reference=objectives[0] if "joint" not in results else "joint")
-    print(format_table(rows))
-    print(f"+/-: sample std of the per-seed means; p: paired randomisation test over {len(zero_shot)} "
-          f"{args.eval_split} queries (per-query nDCG@10 averaged over seeds), two-sided")
-    if args.json_path:
-        out = {"machine": machine, "model": base["model"], "data_hash": digest, "config": base, "seeds": seeds,
-               "eval": {"split": args.eval_split, "bm25_depth": args.eval_depth}, "rows": rows, "runs": runs_meta,
-               "per_query": {"bm25": bm25, "zero_shot": zero_shot,
-                             **{f"{o}/seed{s}": v for o, per in results.items() for s, v in per.items()}}}
-        Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_path).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.json_path}")
-    if args.save_adapter:
-        print(f"adapter saved in {args.save_adapter}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(bench_main(sys.argv[1:]))

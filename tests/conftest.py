@@ -25,6 +25,18 @@ def tiny_collection(tiny_dir):
     return Collection("tiny", passages, queries, qrels)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models' matrices are too small to share between threads; on a busy 2-core machine the threads
+    mostly wait for each other. One thread for a module that asks (``pytestmark``), restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tok():
     """The default model's tokenizer (from the cached conversion), loaded once per test session."""

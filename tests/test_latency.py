@@ -1,14 +1,12 @@
 """Chapter 6: measuring latency. No test here asserts anything about real wall-clock time: the timer
 statistics run on a fake clock (so they are exact), the split and the cost model are checked on token
-counts and synthetic data, and the benchmark on a tiny random model only for its structure."""
+counts and synthetic data. The benchmark that runs them (minirank.bench.latency) is tested in test_bench.py."""
 import functools
-import json
 
 import numpy as np
 import pytest
 import torch
 
-from minirank import cli
 from minirank import latency as LT
 from minirank.models import load_tokenizer, tiny_model
 
@@ -172,53 +170,6 @@ def test_predicted_query_seconds_sums_the_sliding_windows():
     assert LT.deepest_within_budget(per_window, 1.0, 10, 5, lambda n: 0, lambda n: 0, max_depth=50) == 10
     assert LT.deepest_within_budget(per_window, 3.0, 10, 5, lambda n: 0, lambda n: 0, max_depth=50) == 20
     assert LT.deepest_within_budget(per_window, 0.5, 10, 5, lambda n: 0, lambda n: 0) == 0
-
-
-# ---------------------------------------------------------------- the benchmark
-
-def test_random_configs_have_the_shapes_they_claim():
-    from transformers import AutoConfig
-
-    spec = dict(LT.CONFIGS["mistral-7b"])
-    config = AutoConfig.for_model(spec.pop("model_type"), vocab_size=32000, **spec)
-    assert LT._param_count(config) == 7_241_732_096  # Mistral-7B-v0.1's parameter count
-    with pytest.raises(ValueError, match="too big for a CPU"):
-        LT.build_random_model("mistral-7b", 49152, device="cpu", dtype=torch.float32)
-    with pytest.raises(ValueError, match="unknown model config"):
-        LT.build_random_model("gpt-5", 100, device="cpu")
-
-
-def test_bench_json_has_the_required_keys_on_a_tiny_model(tmp_path):
-    path = tmp_path / "latency.json"
-    argv = ["--config", "tiny", "--device", "cpu", "--queries", "1", "--sizes", "2,3,4", "--repeats", "2",
-            "--batch", "1,2", "--passage-tokens", "8", "--bandwidth-gbs", "10", "--json", str(path)]
-    assert cli.main(["bench", "latency", *argv]) == 0
-    result = json.loads(path.read_text())
-    for key in ("first_over_prefill", "speedup_first_vs_generation", "cost_model_max_rel_error",
-                "speedup_first_vs_default_generate", "speedup_first_vs_static_generate", "machine", "model",
-                "dtype", "batch", "windows", "per_query", "decode", "cost_model", "throughput"):
-        assert key in result, key
-    assert result["cost_model"]["held_out_sizes"] == [3] and result["cost_model"]["fitted_on_sizes"] == [2, 4]
-    assert result["cost_model_max_rel_error"] >= 0 and result["dtype"] == "float32" and result["batch"] == 1
-    assert result["machine"]["device"] == "cpu" and result["machine"]["threads"] >= 1
-    assert result["decode"]["bandwidth_bytes_per_s"] == 10e9 and not result["decode"]["bandwidth_measured"]
-    tok = tokenizer()
-    assert sorted({w["m"] for w in result["windows"]}) == [2, 3, 4]
-    for w in result["windows"]:
-        assert w["tokens_generated"] == LT.answer_tokens(tok, w["m"])
-        assert w["tokens_processed"] > 0
-        assert set(w["seconds"]) == set(LT.METHODS)
-        assert all(w["seconds"][m]["n"] == 2 for m in LT.METHODS)
-    assert {(r["batch"], r["method"]) for r in result["throughput"]} >= {(2, "first"), (2, "generate_static")}
-    assert result["command"].startswith("minirank bench latency")
-
-
-def test_bench_json_refuses_to_overwrite(tmp_path, capsys):
-    path = tmp_path / "latency.json"
-    path.write_text("keep me")
-    assert cli.main(["bench", "latency", "--config", "tiny", "--json", str(path)]) == 2
-    assert path.read_text() == "keep me"
-    assert "--force" in capsys.readouterr().err
 
 
 def test_interleaved_groups_visit_every_group_each_round():

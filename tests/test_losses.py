@@ -21,6 +21,7 @@ from minirank.losses import (
     listmle_loss,
     listnet_grad,
     listnet_loss,
+    ndcg_loss2,
     plackett_luce_log_prob,
     ranknet_grad,
     ranknet_loss,
@@ -104,6 +105,95 @@ def test_lambdarank_by_hand() -> None:
     assert got.item() == pytest.approx(1.0 * softplus(2.0) + 0.5 * softplus(1.0), abs=1e-12)
     # no relevant candidate at all: ideal DCG is 0, the loss is 0 (not nan)
     assert lambdarank_loss(t([0.0, 5.0]), t([0.0, 0.0])).item() == 0.0
+
+
+def ndcg_loss2_by_formula(s: list[float], y: list[float], k: int | None = None, sigma: float = 1.0,
+                          mean: bool = False) -> float:
+    """NDCG-Loss2 (Wang et al. 2018) written out for one query, pair by pair, from the formula."""
+    n = len(s)
+    position = {i: at + 1 for at, i in enumerate(sorted(range(n), key=lambda i: (-s[i], i)))}
+    gain = [2.0 ** max(v, 0.0) - 1.0 for v in y]
+    ideal = sum(g / math.log2(2 + at) for at, g in enumerate(sorted(gain, reverse=True)) if k is None or at < k)
+    total, pairs = 0.0, 0
+    for i in range(n):
+        for j in range(n):
+            if y[i] > y[j] and (k is None or (position[i] <= k and position[j] <= k)):
+                d = abs(position[i] - position[j])
+                delta = abs(1 / math.log2(1 + d) - 1 / math.log2(2 + d))
+                weight = delta * abs(gain[i] - gain[j]) / ideal if ideal > 0 else 0.0
+                total += weight * math.log2(1 + math.exp(-sigma * (s[i] - s[j])))
+                pairs += 1
+    return total / pairs if mean and pairs else total
+
+
+@pytest.mark.parametrize("k", [None, 1, 3])
+@pytest.mark.parametrize("sigma", [1.0, 2.5])
+@pytest.mark.parametrize("pair_reduction", ["sum", "mean"])
+def test_ndcg_loss2_matches_the_formula(k, sigma: float, pair_reduction: str) -> None:
+    scores, labels, _, mask = _batch(7, b=4, n=6)
+    labels[1, 2] = -1.0  # a negative label counts as gain 0 (but still prefers nothing over a 0.5)
+    labels[2] = torch.floor(labels[2])  # integer grades: ties make no pair
+    got = ndcg_loss2(scores, labels, mask, k, sigma, pair_reduction, reduction="none")
+    for row in range(4):
+        keep = mask[row]
+        expected = ndcg_loss2_by_formula(scores[row, keep].tolist(), labels[row, keep].tolist(), k, sigma,
+                                         pair_reduction == "mean")
+        assert got[row].item() == pytest.approx(expected, rel=1e-10, abs=1e-12)
+
+
+def test_ndcg_loss2_stays_finite_for_labels_past_float32s_range() -> None:
+    """FIRST's targets are logits: 2^200 overflows float32, the normalised gains G_i do not."""
+    g = torch.Generator().manual_seed(12)
+    scores = torch.randn(2, 6, generator=g)
+    labels = 150 + 50 * torch.rand(2, 6, generator=g)
+    got = ndcg_loss2(scores, labels, reduction="none", pair_reduction="mean")
+    for row in range(2):
+        expected = ndcg_loss2_by_formula(scores[row].tolist(), labels[row].tolist(), mean=True)
+        assert got[row].item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_ndcg_loss2_telescopes_the_discount() -> None:
+    """The step of the derivation (lesson 4.4): 1 - 1/D(p_i) = sum over j above i of delta_ij."""
+    g = torch.Generator().manual_seed(11)
+    for n in range(1, 9):
+        position = (torch.randperm(n, generator=g) + 1).tolist()
+        for i in range(n):
+            left = 1 - 1 / math.log2(1 + position[i])
+            right = sum(abs(1 / math.log2(1 + d) - 1 / math.log2(2 + d))
+                        for d in (position[i] - position[j] for j in range(n)) if d > 0)
+            assert left == pytest.approx(right, abs=1e-12)
+
+
+def test_ndcg_loss2_is_ranknet_with_its_weights_and_lets_label_gradients_through() -> None:
+    scores, labels, ranks, mask = _batch(8)
+    # the gradient with respect to the scores is RankNet's with the (detached) NDCG-Loss2 weights
+    hand = ranknet_grad(scores, ranks, mask, _ndcg2_weights(scores, labels, mask))
+    torch.testing.assert_close(hand, _autograd(lambda s: ndcg_loss2(s, labels, mask), scores), rtol=1e-10, atol=1e-12)
+    # labels that carry gradient (FIRST's targets are the model's own logits) receive it through the weights
+    y = labels.clone().requires_grad_(True)
+    ndcg_loss2(scores, y, mask).backward()
+    assert y.grad is not None and y.grad[mask].abs().sum() > 0 and (y.grad[~mask] == 0).all()
+
+
+def _ndcg2_weights(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, n, n) pair weights of NDCG-Loss2 in natural-log units, from the formula, pair by pair."""
+    w = torch.zeros(*scores.shape, scores.shape[1], dtype=F64)
+    for b in range(scores.shape[0]):
+        idx = mask[b].nonzero().flatten().tolist()
+        s, y = scores[b, idx].tolist(), labels[b, idx].tolist()
+        for a, i in enumerate(idx):
+            for c, j in enumerate(idx):
+                if y[a] > y[c]:
+                    w[b, i, j] = _pair_weight(s, y, a, c) / math.log(2)
+    return w
+
+
+def _pair_weight(s: list[float], y: list[float], a: int, c: int) -> float:
+    position = {i: at + 1 for at, i in enumerate(sorted(range(len(s)), key=lambda i: (-s[i], i)))}
+    gain = [2.0 ** max(v, 0.0) - 1.0 for v in y]
+    ideal = sum(g / math.log2(2 + at) for at, g in enumerate(sorted(gain, reverse=True)))
+    d = abs(position[a] - position[c])
+    return abs(1 / math.log2(1 + d) - 1 / math.log2(2 + d)) * abs(gain[a] - gain[c]) / ideal
 
 
 def test_listnet_by_hand() -> None:
@@ -217,6 +307,8 @@ def _all_losses(labels: torch.Tensor, ranks: torch.Tensor, mask: torch.Tensor, t
         "weighted_ranknet_pair_mean": lambda s: weighted_ranknet_loss(s, ranks, mask, pair_reduction="mean"),
         "lambdarank": lambda s: lambdarank_loss(s, labels, mask),
         "lambdarank@3": lambda s: lambdarank_loss(s, labels, mask, k=3),
+        "ndcg_loss2": lambda s: ndcg_loss2(s, labels, mask),
+        "ndcg_loss2@3_mean": lambda s: ndcg_loss2(s, labels, mask, k=3, sigma=2.0, pair_reduction="mean"),
         "listnet": lambda s: listnet_loss(s, labels, mask, temperature=0.7),
         "listmle": lambda s: listmle_loss(s, ranks, mask),
         "infonce": lambda s: infonce_loss(s, 1, mask, temperature=0.5),
@@ -228,7 +320,7 @@ def _all_losses(labels: torch.Tensor, ranks: torch.Tensor, mask: torch.Tensor, t
 @pytest.mark.parametrize(
     "name",
     ["ranknet", "weighted_ranknet", "weighted_ranknet_pair_mean", "lambdarank", "lambdarank@3",
-     "listnet", "listmle", "infonce", "kl", "kl_stepwise"],
+     "ndcg_loss2", "ndcg_loss2@3_mean", "listnet", "listmle", "infonce", "kl", "kl_stepwise"],
 )
 def test_gradcheck(name: str) -> None:
     scores, labels, ranks, mask = _batch(1)
@@ -320,6 +412,7 @@ def _losses_on(ranks: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor)
         lambda s, m=None: ranknet_loss(s, ranks, m),
         lambda s, m=None: weighted_ranknet_loss(s, ranks, m),
         lambda s, m=None: lambdarank_loss(s, labels, m),
+        lambda s, m=None: ndcg_loss2(s, labels, m),
         lambda s, m=None: listnet_loss(s, labels, m),
         lambda s, m=None: listmle_loss(s, ranks, m),
         lambda s, m=None: infonce_loss(s, int((ranks[0] == 1).nonzero()[0, 0]), m),
@@ -449,6 +542,8 @@ def test_reductions() -> None:
         (weighted_ranknet_loss, "ranks", True),
         (lambda s, y, mask=None: weighted_ranknet_loss(s, y, mask, pair_reduction="mean"), "ranks", True),
         (lambdarank_loss, "labels", True),
+        (ndcg_loss2, "labels", True),
+        (lambda s, y, mask=None: ndcg_loss2(s, y, mask, pair_reduction="mean"), "labels", True),
         (listnet_loss, "labels", False),
         (listmle_loss, "ranks", False),
     ],

@@ -55,6 +55,33 @@ def test_tiny_model_is_deterministic():
     assert torch.equal(a(ids).logits, b(ids).logits)
 
 
+def test_random_configs_have_the_shapes_they_claim():
+    spec = models.CONFIGS["mistral-7b"]
+    config = models.random_config("mistral-7b", 32000)
+    assert config.model_type == spec["model_type"] and config.vocab_size == 32000
+    shape = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+             "head_dim")
+    assert all(getattr(config, k) == spec[k] for k in shape)
+    assert models.parameter_count(config) == 7_241_732_096  # Mistral-7B-v0.1's parameter count
+    with pytest.raises(ValueError, match="too big for a CPU"):
+        models.build_random_model("mistral-7b", 49152, device="cpu", dtype=torch.float32)
+    with pytest.raises(ValueError, match="unknown model config"):
+        models.build_random_model("gpt-5", 100, device="cpu")
+
+
+def test_one_tiny_shape_for_tests_and_benchmarks():
+    """tiny_model (tests) and build_random_model("tiny") (benchmarks) build the same shape, whose parameter
+    count computed from the config is the one counted on the model; the dtype is minirank.device's."""
+    tiny = models.tiny_model(300)
+    built = models.build_random_model("tiny", 300, device="cpu")
+    for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads"):
+        assert getattr(tiny.config, key) == getattr(built.config, key) == models.CONFIGS["tiny"][key]
+    assert models.parameter_count(tiny) == models.parameter_count(built) == models.parameter_count(tiny.config)
+    assert built.dtype == device.pick_dtype("cpu") and tiny.dtype == torch.float32
+    untied = models.tiny_model(300, tie_word_embeddings=False)
+    assert models.parameter_count(untied) == models.parameter_count(untied.config) > models.parameter_count(tiny)
+
+
 def test_gpu_dtype_by_compute_capability(monkeypatch):
     """bf16 from Ampere (8.x) on, fp16 on a Colab T4 (7.5), even though torch reports emulated bf16 there."""
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
@@ -62,3 +89,30 @@ def test_gpu_dtype_by_compute_capability(monkeypatch):
     assert device.pick_dtype("cuda") == torch.float16
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     assert device.pick_dtype("cuda") == torch.bfloat16
+
+
+def test_an_unreachable_hub_id_fails_fast_with_one_message(monkeypatch):
+    """A hub id offline took 76 s and printed 12 retry lines before failing (issue 12 item 6)."""
+    import huggingface_hub
+
+    from minirank import models
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    calls = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info",
+                        lambda self, name, timeout=None: calls.append(timeout) or offline())
+    with pytest.raises(ConnectionError, match="not in the local Hugging Face cache and the hub could not be reached"):
+        models.check_available("HuggingFaceTB/SmolLM2-360M-Instruct")
+    assert len(calls) == 1 and calls[0] is not None and calls[0] <= 30  # one request, with a timeout, no retries
+
+
+def test_a_missing_model_path_says_so(tmp_path):
+    from minirank import models
+
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        models.check_available(str(tmp_path / "nothing-here"))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        models.resolve("./not/a/model")

@@ -131,3 +131,18 @@ def test_minirank_rerank_bad_input(rerank_files, tiny_llm, tmp_path, capsys):
     assert main(["rerank", "--run", str(foreign), *base, "--out", str(tmp_path / "c.run")]) == 2
     assert "query 'q77'" in capsys.readouterr().err
     assert not any((tmp_path / n).exists() for n in ("a.run", "b.run", "c.run"))
+
+
+def test_exact_sign_flip_matches_scipy_exact_permutation_test():
+    import numpy as np
+    from scipy import stats
+
+    rng = np.random.default_rng(3)
+    for n in (2, 5, 9, 12):
+        x, y = rng.random(n), rng.random(n)
+        if n == 9:
+            y = x - np.round(rng.normal(0, 0.1, n), 2)  # ties among |differences|
+        ours = evaluate.exact_sign_flip_p(x - y)
+        theirs = stats.permutation_test((x, y), lambda u, v, axis: np.mean(u - v, axis=axis), vectorized=True,
+                                        permutation_type="samples", n_resamples=np.inf).pvalue
+        assert ours == pytest.approx(theirs, abs=1e-12), n

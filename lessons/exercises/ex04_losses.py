@@ -1,12 +1,14 @@
-"""Chapter 4 exercises: write four ranking losses yourself.
+"""Chapter 4 assignment: write four ranking losses yourself (10 points).
 
-Fill in each function, then run its tests, e.g.
+Fill in each TODO, then grade your work:
 
-    pytest tests/exercises -k weighted_ranknet
-    pytest tests/exercises -k listmle          # runs the listmle and listmle_grad tests
+    pytest tests/exercises/grade_ex04_losses.py                     # everything, with your points
+    pytest tests/exercises/grade_ex04_losses.py -k weighted_ranknet # one exercise
+    pytest tests/exercises/grade_ex04_losses.py -k listmle          # listmle and listmle_grad
 
-A test is skipped while its function still raises NotImplementedError. The tests compare your
-code with minirank.losses on random inputs, on hand-computed values and at scores of +/-1e4.
+A function that still raises NotImplementedError fails with a message saying what to do. The grader
+compares your code with minirank.losses on random inputs, on hand-computed values and at scores of
++/-1e4; this file may not import minirank (writing the loss is the exercise).
 
 Every function works on ONE query: 1-D tensors of length n, no batch and no padding mask.
   scores        (n,) float: the model's score for each candidate, higher = more relevant.
@@ -30,6 +32,7 @@ def weighted_ranknet(scores: Tensor, target_ranks: Tensor) -> Tensor:
     Keep it stable at scores of +/-1e4 (log(1 + exp(x)) overflows; softplus does not).
     Returns a 0-dim tensor.
     """
+    # TODO: your code here
     raise NotImplementedError
 
 
@@ -48,6 +51,7 @@ def listmle(scores: Tensor, target_ranks: Tensor) -> Tensor:
         loss = sum_{t=1..n} [ logsumexp(s_(t), ..., s_(n)) - s_(t) ].
     Returns a 0-dim tensor.
     """
+    # TODO: your code here
     raise NotImplementedError
 
 
@@ -57,4 +61,5 @@ def listmle_grad(scores: Tensor, target_ranks: Tensor) -> Tensor:
     From the lesson: d loss / d s_i = sum_{t <= r_i} P_t(i) - 1, where P_t(i) is the softmax
     probability of candidate i among the candidates not yet placed at step t. Returns (n,).
     """
+    # TODO: your code here
     raise NotImplementedError

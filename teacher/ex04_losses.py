@@ -1,8 +1,7 @@
-"""Reference solutions for lessons/exercises/ex04_losses.py (kept out of lessons/ on purpose).
+"""Reference solutions for lessons/exercises/ex04_losses.py (for teachers: see teacher/README.md).
 
-Written with plain loops, independently of minirank.losses, so the exercise tests compare two
-different implementations. test_ex04_losses.py points MINIRANK_EXERCISES_MODULE here to prove
-that a correct solution passes every check.
+Written with plain loops, independently of minirank.losses, so the grader compares two different
+implementations. tests/exercises/test_assignments.py grades this file and expects every point.
 """
 
 from __future__ import annotations
