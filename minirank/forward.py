@@ -101,3 +101,18 @@ def returned_cache(output):
             if value is not None:
                 return value
     return None
+
+
+def decoder_of(model):
+    """The transformer under the language-model head (``model.model`` for Llama), LoRA layers included.
+
+    Its ``last_hidden_state`` is the hidden state after the final norm, the vector the LM head would
+    multiply by the vocabulary; PE-Rank (chapter 7) multiplies it by projected passage vectors instead,
+    so it needs the hidden states, not the logits over the vocabulary.
+    """
+    core = _core(model)
+    get = getattr(core, "get_decoder", None)
+    decoder = get() if callable(get) else getattr(core, "model", None)
+    if decoder is None:
+        raise TypeError(f"{type(core).__name__} has no decoder (get_decoder() or .model) under its LM head")
+    return decoder

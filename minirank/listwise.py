@@ -262,26 +262,39 @@ class GenerationReranker(TextListwiseReranker):
 
     ``max_new_tokens`` defaults to the length of a complete answer for the window plus a margin.
     Answers are repaired by :func:`parse_permutation`; ``stats['repairs']`` sums the repairs and
-    ``stats['generations']`` keeps every raw answer of the call.
+    ``stats['generations']`` keeps every raw answer of the call. ``constrained=True`` applies
+    :class:`minirank.constrained.PermutationLogitsProcessor` to every step's logits (chapter 7): only
+    brackets, separators and identifiers not yet written are allowed, and generation stops after the
+    last one, so every answer is a permutation and nothing is repaired.
     """
 
     name = "listwise-gen"
 
     def __init__(self, model, tokenizer, window: int = 20, stride: int | None = None, style: str = "alpha",
                  max_passage_tokens: int | None = P.DEFAULT_MAX_PASSAGE_TOKENS,
-                 max_new_tokens: int | None = None, batch_size: int = 8):
+                 max_new_tokens: int | None = None, batch_size: int = 8, constrained: bool = False):
         # 8 on every device: each decode step is overhead-bound (one token per row), so batching pays on a
         # CPU too, unlike FIRST's compute-bound prefill; the bar shows the decode step within a batch
         super().__init__(model, tokenizer, window, stride, style, max_passage_tokens, batch_size)
         if max_new_tokens is not None and max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1 (or None), got {max_new_tokens}")
         self.max_new_tokens = max_new_tokens
+        self.constrained = bool(constrained)
+        if self.constrained:  # fail now, not mid-run: single-token identifiers and a stop token
+            from minirank.constrained import PermutationLogitsProcessor
+
+            PermutationLogitsProcessor(tokenizer, [window], 0, self._stop_token(), style)
 
     def answer_budget(self, n: int) -> int:
         """Tokens a complete answer for ``n`` passages takes (after the prompt's ``[``), plus a margin."""
         if self.max_new_tokens is not None:
             return self.max_new_tokens
         return len(self.tokenizer.encode(P.ideal_answer(n, self.style), add_special_tokens=False)) + 4
+
+    def _stop_token(self) -> int | None:
+        """The token constrained generation ends with: the tokenizer's end of turn, else any stop id."""
+        eos = getattr(self.tokenizer, "eos_token_id", None)
+        return int(eos) if isinstance(eos, int) else min(self._stop_ids(), default=None)
 
     def _stop_ids(self) -> set[int]:
         stop = set()
@@ -301,10 +314,21 @@ class GenerationReranker(TextListwiseReranker):
         texts: list[str] = []
         for part in self._batches(len(prompts)):
             budget = max(self.answer_budget(n) for n in n_per_prompt[part])
-            texts.extend(self._greedy(prompts[part], budget))
+            if self.constrained:
+                need = len(self.tokenizer.encode(P.ideal_answer(max(n_per_prompt[part]), self.style),
+                                                 add_special_tokens=False)) + 1
+                if budget < need:
+                    raise ValueError(f"max_new_tokens={budget} is too short for a constrained answer of "
+                                     f"{max(n_per_prompt[part])} identifiers ({need} tokens with the stop token)")
+            texts.extend(self._greedy(prompts[part], budget, n_per_prompt[part]))
         return texts
 
-    def _greedy(self, batch: Sequence[str], max_new_tokens: int) -> list[str]:
+    def _constraint(self, sizes: Sequence[int], prompt_length: int):
+        from minirank.constrained import PermutationLogitsProcessor
+
+        return PermutationLogitsProcessor(self.tokenizer, sizes, prompt_length, self._stop_token(), self.style)
+
+    def _greedy(self, batch: Sequence[str], max_new_tokens: int, sizes: Sequence[int] = ()) -> list[str]:
         ids, mask = self._encode(batch, room=max_new_tokens)
         device = ids.device
         stop, pad = self._stop_ids(), P.pad_token_id(self.tokenizer)
@@ -312,6 +336,7 @@ class GenerationReranker(TextListwiseReranker):
         generated: list[list[int]] = [[] for _ in batch]
         done = torch.zeros(len(batch), dtype=torch.bool, device=device)
         step_ids, step_pos, past = ids, positions(mask), None
+        constraint = self._constraint(sizes, ids.shape[1]) if self.constrained else None
         bar = getattr(self, "_bar", None)
         for step in range(max_new_tokens):
             if bar is not None:
@@ -319,7 +344,8 @@ class GenerationReranker(TextListwiseReranker):
             out = self.model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
                              **cache_kwargs(self.model, past), **extra)
             self.stats["model_calls"] += 1
-            nxt = out.logits[:, -1, :].argmax(-1)
+            logits = out.logits[:, -1, :]
+            nxt = (logits if constraint is None else constraint(ids, logits)).argmax(-1)
             for row, token in enumerate(nxt.tolist()):
                 if done[row]:
                     continue
@@ -346,6 +372,9 @@ class GenerationReranker(TextListwiseReranker):
         for w, text in zip(windows, texts):
             self.stats["generations"].append({"qid": w.qid, "start": w.start, "end": w.end, "text": "[" + text})
             order, repairs = parse_permutation("[" + text, w.size, self.style)  # the prompt holds the '['
+            if self.constrained and any(repairs.values()):
+                raise RuntimeError(f"constrained generation wrote {text!r} for a window of {w.size}: "
+                                   f"not a permutation (a bug in minirank.constrained)")
             for kind, count in repairs.items():
                 self.stats["repairs"][kind] += count
             if any(repairs.values()):
