@@ -95,8 +95,8 @@ def check_listmle_over_steps(call) -> None:
         assert torch.is_tensor(ours) and ours.dim() == 0, f"return a 0-d tensor, got {ours!r}"
         want = _library(logits.detach(), order)
         assert torch.allclose(ours.detach().float(), want, atol=1e-5), (
-            f"n={n}, order {order}: {float(ours):.6f}, eq. 5 summed over steps gives {float(want):.6f}"
-            + (" (that is the mean over steps: eq. 5 sums)" if n > 1 and abs(float(ours) * n - float(want)) < 1e-4 else ""))
+            f"n={n}, order {order}: {float(ours.detach()):.6f}, eq. 5 summed over steps gives {float(want):.6f}"
+            + (" (that is the mean over steps: eq. 5 sums)" if n > 1 and abs(float(ours.detach()) * n - float(want)) < 1e-4 else ""))
         assert ours.requires_grad, "the loss must keep the graph: autograd differentiates it in training"
         (grad,) = torch.autograd.grad(ours, logits)
         ref_logits = logits.detach().clone().requires_grad_()

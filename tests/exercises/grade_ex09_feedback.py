@@ -37,7 +37,7 @@ def check_weighted_ranknet(call) -> None:
         summed = losses.weighted_ranknet_loss(scores.detach()[None], _ranks(order)[None], pair_reduction="sum")
         hint = " (that is the sum over pairs: average it)" if abs(float(got.detach()) - float(summed)) < 1e-5 else ""
         assert torch.allclose(got.detach().float(), want, atol=1e-6), (
-            f"n={n}, order {order}: {float(got):.6f}, eq. 2 averaged over pairs gives {float(want):.6f}{hint}")
+            f"n={n}, order {order}: {float(got.detach()):.6f}, eq. 2 averaged over pairs gives {float(want):.6f}{hint}")
         (grad,) = torch.autograd.grad(got, scores)
         ref = scores.detach().clone().requires_grad_()
         losses.weighted_ranknet_loss(ref[None], _ranks(order)[None], pair_reduction="mean").backward()

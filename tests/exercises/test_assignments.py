@@ -97,6 +97,26 @@ def test_a_wrong_solution_loses_its_points(tmp_path: Path):
     assert list(failures) == ["weighted_ranknet"] and earned == graded.total - 3, (earned, failures)
 
 
+@pytest.mark.parametrize("stem, exercise, right, wrong", [
+    # PE-Rank eq. 5 averaged over the steps, as the official code does, instead of summed
+    ("ex07_perank", "listmle_over_steps", "    return loss\n", "    return loss / n\n"),
+    # the query tokens read from their own positions' logits: the off-by-one of a causal model
+    ("ex08_query_likelihood", "query_log_likelihood", "logits[query_start - 1:length - 1]", "logits[query_start:length]"),
+    # FIRST eq. 2 summed over the pairs, where feedback averages
+    ("ex09_feedback", "weighted_ranknet", "    return total / (n * (n - 1) / 2)", "    return total"),
+], ids=["07-mean-over-steps", "08-off-by-one", "09-sum-over-pairs"])
+def test_the_usual_mistake_loses_that_exercise_only(tmp_path: Path, stem, exercise, right, wrong):
+    if not (TEACHER / f"{stem}.py").is_file():
+        pytest.skip("no teacher/ folder in this checkout")
+    text = (TEACHER / f"{stem}.py").read_text(encoding="utf-8")
+    assert right in text
+    (tmp_path / f"{stem}.py").write_text(text.replace(right, wrong), encoding="utf-8")
+    graded = assignment(stem)
+    earned, failures = graded.grade(tmp_path)
+    points = {e.name: e.points for e in graded.exercises}
+    assert list(failures) == [exercise] and earned == graded.total - points[exercise], (earned, failures)
+
+
 def test_grading_with_pytest_prints_the_points():
     """What a student runs: the template fails with a points line; the teacher's copy passes with all points."""
     grader = str(HERE / "grade_ex06_latency.py")
