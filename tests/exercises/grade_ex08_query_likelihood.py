@@ -60,9 +60,9 @@ def check_contrastive_loss(call) -> None:
         got = call(scores, positive, tau)
         assert torch.is_tensor(got) and got.dim() == 0, f"return a 0-d tensor, got {got!r}"
         want = losses.infonce_loss(scores.detach()[None], positive, temperature=tau)
-        assert torch.isfinite(got), f"n={n}, tau={tau}: the loss is {float(got)}; it must stay finite (log-sum-exp)"
+        assert torch.isfinite(got), f"n={n}, tau={tau}: the loss is {float(got.detach())}; it must stay finite (log-sum-exp)"
         assert torch.allclose(got.detach().double(), want.double(), rtol=1e-5, atol=1e-4), (
-            f"n={n}, positive={positive}, tau={tau}: {float(got)}, eq. 3 gives {float(want)}")
+            f"n={n}, positive={positive}, tau={tau}: {float(got.detach())}, eq. 3 gives {float(want)}")
         (grad,) = torch.autograd.grad(got, scores)
         ref = scores.detach().clone().requires_grad_()
         losses.infonce_loss(ref[None], positive, temperature=tau).backward()
