@@ -10,19 +10,30 @@ import sys
 #: `minirank bench NAME ...` hands the rest of the command line to NAME's module (each owns its options).
 BENCHMARKS = {"latency": "minirank.bench.latency", "finetune": "minirank.bench.finetune"}
 
+#: `minirank train NAME ...`: the recipes that made what data/adapters ships (each module owns its options).
+RECIPES: dict[str, str] = {}
 
-def benchmark_list() -> str:
-    """What ``minirank bench --help`` prints: each benchmark with the first line of its module's docstring
-    (read from the source, so listing them imports neither torch nor the chapters)."""
-    lines = ["usage: minirank bench NAME [options]", "", "benchmarks:"]
-    for name, module in sorted(BENCHMARKS.items()):
+#: The two program groups that hand their options on: command -> (table, what one entry is called, its entry point).
+PROGRAMS = {"bench": (BENCHMARKS, "benchmark", "bench_main"), "train": (RECIPES, "recipe", "train_main")}
+
+
+def program_list(command: str = "bench") -> str:
+    """What ``minirank bench --help`` (or ``train --help``) prints: each entry with the first line of its
+    module's docstring (read from the source, so listing them imports neither torch nor the chapters)."""
+    table, kind, _ = PROGRAMS[command]
+    lines = [f"usage: minirank {command} NAME [options]", "", f"{kind}s:"]
+    for name, module in sorted(table.items()):
         spec = importlib.util.find_spec(module)
         with open(spec.origin, encoding="utf-8") as source:
             doc = ast.get_docstring(ast.parse(source.read())) or ""
         summary = doc.split("\n\n")[0].replace("\n", " ").split(": ", 1)[-1]
-        lines.append(f"  {name:<10} {summary}")
-    lines += ["", "Each benchmark has its own options: minirank bench NAME --help"]
+        lines.append(f"  {name:<18} {summary}")
+    lines += ["", f"Each {kind} has its own options: minirank {command} NAME --help"]
     return "\n".join(lines)
+
+
+def benchmark_list() -> str:
+    return program_list("bench")
 
 
 def _positive_int(text: str) -> int:
@@ -67,18 +78,28 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("which", nargs="?", help=f"which benchmark: {', '.join(sorted(BENCHMARKS))}")
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own options")
 
+    train = sub.add_parser("train", help="recipes that make the shipped adapters: `minirank train --help`",
+                           add_help=False)
+    train.add_argument("which", nargs="?", help="which recipe (minirank train --help lists them)")
+    train.add_argument("rest", nargs=argparse.REMAINDER, help="the recipe's own options")
+
     setup = sub.add_parser("setup", help="put the default model in place (convert once, cache) and say where")
     setup.add_argument("--model", default=None)
     return parser
 
 
-def _bench(which: str | None, rest: list[str]) -> int:
+def _program(command: str, which: str | None, rest: list[str]) -> int:
+    table, kind, entry = PROGRAMS[command]
     if which in (None, "-h", "--help"):
-        print(benchmark_list())
+        print(program_list(command))
         return 0
-    if which not in BENCHMARKS:
-        raise ValueError(f"unknown benchmark {which!r}: expected one of {sorted(BENCHMARKS)}")
-    return importlib.import_module(BENCHMARKS[which]).bench_main(rest)
+    if which not in table:
+        raise ValueError(f"unknown {kind} {which!r}: expected one of {sorted(table)}")
+    return getattr(importlib.import_module(table[which]), entry)(rest)
+
+
+def _bench(which: str | None, rest: list[str]) -> int:
+    return _program("bench", which, rest)
 
 
 def rerank_files(run_path: str, queries_path: str, passages_path: str, method: str, out: str,
@@ -110,11 +131,12 @@ def rerank_files(run_path: str, queries_path: str, passages_path: str, method: s
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"] and argv[1:2] in (["-h"], ["--help"]):
-        return _bench(None, [])  # the benchmarks' own parsers hold their options; list them
-    if argv == ["bench"]:  # no benchmark named: the same list, as an error
-        print(benchmark_list(), file=sys.stderr)
-        return 2
+    for command in PROGRAMS:
+        if argv[:1] == [command] and argv[1:2] in (["-h"], ["--help"]):
+            return _program(command, None, [])  # the programs' own parsers hold their options; list them
+        if argv == [command]:  # no program named: the same list, as an error
+            print(program_list(command), file=sys.stderr)
+            return 2
     args = _parser().parse_args(argv)
     try:
         if args.command == "demo":
@@ -126,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             stats = rerank_files(args.run, args.queries, args.passages, args.method, args.out, args.depth, args.model)
             print(f"reranked {stats['queries']} queries ({stats['windows']} windows, {stats['seconds']:.1f} s, "
                   f"{stats['repaired_windows']} repaired answers) -> {args.out}")
-        elif args.command == "bench":
-            return _bench(args.which, args.rest)
+        elif args.command in PROGRAMS:
+            return _program(args.command, args.which, args.rest)
         elif args.command == "setup":
             from minirank import models
             from minirank.device import describe
