@@ -8,15 +8,15 @@ FIRST (Reddy et al., 2024, §3.2) trains a listwise reranker on two signals at o
   position, the one position FIRST reads at inference;
 * eq. 3, ``L = L_LM + lambda * L_Rank`` with lambda = 10 (§4.1).
 
-This module builds the training windows (from graded qrels or from a teacher reranker's run), turns
-them into token ids with the loss positions marked and trains LoRA adapters (``peft``) with a
-``transformers.Trainer`` whose ``compute_loss`` is eq. 3 (:func:`minirank.objective.joint_loss`, re-exported
-here with the ablation's objectives and protocols), resuming interrupted runs. Adapters are saved
-with what made them by :mod:`minirank.adapters`; the ablation of FIRST Table 2/3 on the course collection
-is a program of its own, :mod:`minirank.bench.finetune`. The device and dtype are the model's (chosen
-by :mod:`minirank.models` through :mod:`minirank.device`), never decided here.
+The training set (windows, token ids, loss positions, the ``datasets.Dataset``) is :mod:`minirank.trainset`,
+re-exported here. This module trains LoRA adapters (``peft``) through ``trl``'s ``SFTTrainer``, whose
+``compute_loss`` is eq. 3 (:func:`minirank.objective.joint_loss`, re-exported here with the ablation's objectives
+and protocols), resuming interrupted runs. Adapters are saved with what made them by :mod:`minirank.adapters`;
+the ablation of FIRST Table 2/3 on the course collection is a program of its own, :mod:`minirank.bench.finetune`,
+and the shipped adapter's recipe is :mod:`minirank.recipes.first_lora`. The device and dtype are the model's
+(chosen by :mod:`minirank.models` through :mod:`minirank.device`), never decided here.
 
-Heavy libraries (transformers, peft) are imported inside functions: ``minirank demo`` imports this
+Heavy libraries (transformers, peft, trl, datasets) are imported inside functions: ``minirank demo`` imports this
 module only to learn whether the shipped adapter adds its row ``first-lora``.
 """
 from __future__ import annotations
@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import random
 import shutil
 import time
 from collections import defaultdict
@@ -35,217 +34,32 @@ from pathlib import Path
 import torch
 
 from minirank import prompts as P
-from minirank.adapters import (META_FILE, SHIPPED_ADAPTER, base_signature, load_adapter, lora_config, quiet_peft,
+from minirank.adapters import (META_FILE, SHIPPED_ADAPTER, base_signature, load_adapter, lora_config, quiet_peft,  # noqa: F401
                                read_adapter_meta, save_adapter)
 from minirank.data import BENCH_DIR
 from minirank.forward import context_length  # noqa: F401  (used by the notebook and bench)
 from minirank.objective import (OBJECTIVES, PROTOCOLS, first_targets, first_token_scores,  # noqa: F401  (the loss
                                 forward_logits, joint_loss, lm_loss, rank_loss, ranking_term)  # lives there)
 from minirank.records import claim_folder, refuse_existing
-from minirank.retrieval import Run, ranked
+from minirank.trainset import (DATASET_FOLDER, EXAMPLE_COLUMNS, Window, as_dataset, build_examples,  # noqa: F401
+                               check_permutation, collate, data_hash, examples_dataset, load_from_disk,
+                               make_example, make_window, quiet_datasets, teacher_windows, windows_dataset)
 
 quiet_peft()  # at import, so notebooks that call peft themselves (notebook 05) get the quiet that train() has
 
 #: The stored output of ``minirank bench finetune --seeds 0,1,2 --json ...`` (lesson 5.8, notebook 05).
 STORED_ABLATION = BENCH_DIR / "finetune-ablation-cpu.json"
 
-# ====================================================================== 1. training windows
-
-@dataclass(frozen=True)
-class Window:
-    """One training window: a query, ``m`` passages in the order the model sees them (identifiers
-    A, B, ...), the teacher's ordering (indices into the window, best first) and graded labels.
-
-    ``labels`` are the qrels grades (0-3) when the teacher is the qrels; for a teacher run they are
-    ``m - rank`` (strict). Pairs with equal labels carry no preference: RankNet skips them.
-    """
-
-    qid: str
-    query: str
-    pids: tuple[str, ...]
-    texts: tuple[str, ...]
-    order: tuple[int, ...]
-    labels: tuple[float, ...]
-
-
-def check_permutation(order: Sequence, n: int, what: str = "teacher ordering") -> list[int]:
-    """``order`` as a list of ints if it is a permutation of ``0..n-1``; else a ValueError saying what is wrong."""
-    try:
-        values = [int(i) for i in order]
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} {list(order)!r} must hold integer positions 0..{n - 1}") from None
-    seen: set[int] = set()
-    duplicates = sorted({i for i in values if i in seen or seen.add(i)})
-    outside = sorted(i for i in set(values) if not 0 <= i < n)
-    missing = sorted(set(range(n)) - set(values))
-    if duplicates or outside or missing or len(values) != n:
-        problems = []
-        if duplicates:
-            problems.append(f"repeats {duplicates}")
-        if outside:
-            problems.append(f"has positions outside 0..{n - 1}: {outside}")
-        if missing:
-            problems.append(f"misses {missing}")
-        raise ValueError(f"{what} {values} is not a permutation of the {n} window positions 0..{n - 1}: "
-                         f"it {', '.join(problems)}. Each passage must appear exactly once.")
-    return values
-
-
-def make_window(qid: str, query: str, pids: Sequence[str], texts: Sequence[str], order: Sequence[int],
-                labels: Sequence[float] | None = None) -> Window:
-    """A checked :class:`Window`; ``order`` must be a permutation of the window's positions."""
-    if len(pids) != len(texts):
-        raise ValueError(f"query {qid!r}: {len(pids)} passage ids but {len(texts)} texts")
-    if len(pids) < 2:
-        raise ValueError(f"query {qid!r}: a training window needs at least 2 passages, got {len(pids)}")
-    P.identifiers(len(pids))  # more passages than identifiers A..Z: fails here, with the reason
-    order = check_permutation(order, len(pids), f"query {qid!r}: teacher ordering")
-    if labels is None:
-        rank = {i: r for r, i in enumerate(order)}
-        labels = [float(len(pids) - rank[i]) for i in range(len(pids))]
-    if len(labels) != len(pids):
-        raise ValueError(f"query {qid!r}: {len(labels)} labels for {len(pids)} passages")
-    return Window(qid, query, tuple(pids), tuple(texts), tuple(order), tuple(float(x) for x in labels))
-
-
-def teacher_windows(collection, candidates: Run, window: int = 10, windows_per_query: int = 1,
-                    teacher: Run | None = None, seed: int = 0) -> list[Window]:
-    """Training windows over each query's first-stage candidates, with the teacher's ordering.
-
-    Window 0 of a query is its top ``window`` candidates (what the reranker sees first at test time);
-    windows 1.. are random subsets of all its candidates (seeded by ``seed``, query and window),
-    always shown in first-stage order. The teacher is the collection's graded qrels (ties between
-    equal grades kept in first-stage order; unjudged passages count as 0) or, when given, a stronger
-    reranker's ``teacher`` run over the same candidates. Windows whose passages all share one grade
-    teach no order and are skipped.
-    """
-    if window < 2:
-        raise ValueError(f"window must be >= 2 passages, got {window}")
-    if windows_per_query < 1:
-        raise ValueError(f"windows_per_query must be >= 1, got {windows_per_query}")
-    out: list[Window] = []
-    for qid in sorted(candidates):
-        pool = ranked(candidates[qid])
-        if len(pool) < 2:
-            continue
-        if teacher is None and qid not in collection.qrels:
-            raise KeyError(f"query {qid!r} has candidates but no judgements in {collection.name} "
-                           f"({collection.split}); pass a teacher run or use a judged split")
-        seen: set[tuple[str, ...]] = set()
-        for w in range(windows_per_query):
-            if w == 0:
-                chosen = pool[:window]
-            else:
-                rng = random.Random(f"{seed}:{qid}:{w}")
-                picked = sorted(rng.sample(range(len(pool)), min(window, len(pool))))
-                chosen = [pool[i] for i in picked]
-            key = tuple(chosen)
-            if key in seen:
-                continue
-            seen.add(key)
-            if teacher is None:
-                grades = [float(max(collection.qrels[qid].get(p, 0), 0)) for p in chosen]
-                if len(set(grades)) < 2:
-                    continue
-                order = sorted(range(len(chosen)), key=lambda i: -grades[i])  # stable: ties by first stage
-                labels = grades
-            else:
-                scores = teacher.get(qid, {})
-                absent = [p for p in chosen if p not in scores]
-                if absent:
-                    raise KeyError(f"teacher run has no score for query {qid!r}, passages {absent[:3]}: "
-                                   f"the teacher must rerank the same candidates")
-                position = {p: i for i, p in enumerate(ranked({p: scores[p] for p in chosen}))}
-                order = sorted(range(len(chosen)), key=lambda i: position[chosen[i]])
-                labels = None
-            out.append(make_window(qid, collection.queries[qid], chosen,
-                                   [collection.passages[p] for p in chosen], order, labels))
-    if not out:
-        raise ValueError("no training windows: every window had passages of a single grade (or no candidates)")
-    return out
-
-
-# ====================================================================== 2. windows -> token ids
-
-def make_example(window: Window, tokenizer, max_passage_tokens: int | None = 32,
-                 max_length: int | None = None, style: str = "alpha") -> dict:
-    """Token ids and loss positions of one window.
-
-    * ``input_ids``: the prompt of :func:`minirank.prompts.build_prompt` (ending with ``[``), tokenized
-      exactly as at inference, followed by the target permutation and the end-of-turn token;
-    * ``labels``: -100 on the prompt (no loss), the target's own ids on the target: eq. 1 covers the
-      permutation only;
-    * ``rank_position``: the prompt's last position (the ``[``). Its logits predict the first
-      identifier; FIRST reads them at inference, and eq. 2 trains them;
-    * ``identifier_ids``, ``target_ranks`` (1 = best), ``grades``: one entry per passage, in window order.
-
-    ``max_length`` (the model's context): a longer example is a ValueError, never silently cut.
-    """
-    m = len(window.pids)
-    prompt = P.build_prompt(window.query, list(window.texts), tokenizer, style, max_passage_tokens)
-    prompt_ids = tokenizer.encode(prompt, add_special_tokens=not P.has_chat_template(tokenizer))
-    target = P.answer_text(window.order, style)  # 'B] > [A] > [C]': what follows the prompt's '['
-    target_ids = tokenizer.encode(target, add_special_tokens=False)
-    eos = getattr(tokenizer, "eos_token_id", None)
-    if eos is not None:
-        target_ids = target_ids + [int(eos)]  # learn to stop, as RankZephyr's training does
-    identifier_ids = P.identifier_token_ids(tokenizer, P.identifiers(m, style))
-    if target_ids[0] != identifier_ids[window.order[0]]:
-        raise ValueError(f"query {window.qid!r}: the target {target[:20]!r} does not start with the single "
-                         f"token of identifier {P.identifiers(m, style)[window.order[0]]!r} for this tokenizer")
-    total = len(prompt_ids) + len(target_ids)
-    if max_length is not None and total > max_length:
-        raise ValueError(f"query {window.qid!r}: a window of {m} passages takes {len(prompt_ids)} prompt + "
-                         f"{len(target_ids)} target = {total} tokens, longer than the model's context of "
-                         f"{max_length}; use fewer passages per window or a smaller max_passage_tokens")
-    ranks = [0] * m
-    for r, i in enumerate(window.order, start=1):
-        ranks[i] = r
-    return {"qid": window.qid, "prompt": prompt, "target": target,
-            "input_ids": prompt_ids + target_ids, "labels": [-100] * len(prompt_ids) + target_ids,
-            "rank_position": len(prompt_ids) - 1, "identifier_ids": identifier_ids,
-            "target_ranks": ranks, "grades": list(window.labels)}
-
-
-def build_examples(windows: Sequence[Window], tokenizer, max_passage_tokens: int | None = 32,
-                   max_length: int | None = None, style: str = "alpha") -> list[dict]:
-    return [make_example(w, tokenizer, max_passage_tokens, max_length, style) for w in windows]
-
-
-def data_hash(examples: Sequence[Mapping]) -> str:
-    """SHA-256 of what the model is trained on (token ids, loss positions, targets): same hash, same data."""
-    digest = hashlib.sha256()
-    for ex in examples:
-        row = {k: ex[k] for k in ("input_ids", "labels", "rank_position", "identifier_ids", "target_ranks", "grades")}
-        digest.update(json.dumps(row, sort_keys=True).encode())
-    return digest.hexdigest()
-
-
-def collate(examples: Sequence[Mapping], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a batch (training positions start at 0 on every row, so no position ids are needed)."""
-    width = max(len(ex["input_ids"]) for ex in examples)
-    m = max(len(ex["identifier_ids"]) for ex in examples)
-    def pad(rows, value, size):
-        return torch.tensor([list(r) + [value] * (size - len(r)) for r in rows])
-    return {
-        "input_ids": pad([ex["input_ids"] for ex in examples], pad_id, width),
-        "attention_mask": pad([[1] * len(ex["input_ids"]) for ex in examples], 0, width),
-        "labels": pad([ex["labels"] for ex in examples], -100, width),
-        "rank_position": torch.tensor([ex["rank_position"] for ex in examples]),
-        "identifier_ids": pad([ex["identifier_ids"] for ex in examples], 0, m),
-        "candidate_mask": pad([[True] * len(ex["identifier_ids"]) for ex in examples], False, m),
-        "target_ranks": pad([ex["target_ranks"] for ex in examples], 0, m),
-        "grades": pad([[float(g) for g in ex["grades"]] for ex in examples], 0.0, m).float(),
-    }
-
-
-# ====================================================================== 3. the trainer (the loss: minirank.objective)
+# ====================================================================== 1. the trainer (the loss: minirank.objective)
 
 def _trainer_class():
-    from transformers import Trainer
+    from trl import SFTTrainer
 
-    class FirstTrainer(Trainer):
-        """A ``transformers.Trainer`` whose loss is FIRST's eq. 3 (:func:`joint_loss`).
+    class FirstTrainer(SFTTrainer):
+        """``trl``'s ``SFTTrainer`` whose loss is FIRST's eq. 3 (:func:`joint_loss`): the harness (data order,
+        optimizer, schedule, LoRA through ``peft_config``, NEFTune, checkpoints and resume) is the library's; only
+        ``compute_loss`` is the chapter's, because eq. 2 reads the identifier logits at one position that
+        SFTTrainer's token-level loss does not know about.
 
         The loss is a per-batch mean, so the Trainer divides it by the gradient-accumulation steps
         (``loss_is_scaled_for_ga = False``). The LM and ranking parts are logged as ``loss_lm`` and
@@ -282,7 +96,7 @@ def __getattr__(name):  # `minirank.train.FirstTrainer` without importing transf
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-# ====================================================================== 4. configuration
+# ====================================================================== 2. configuration
 
 @dataclass
 class TrainConfig:
@@ -343,7 +157,7 @@ def paper_scale(model: str = "HuggingFaceTB/SmolLM2-1.7B-Instruct", **overrides)
     return TrainConfig(**values)
 
 
-# ====================================================================== 5. training
+# ====================================================================== 3. training
 
 @dataclass
 class TrainResult:
@@ -373,11 +187,15 @@ def last_checkpoint(folder: str | Path) -> Path | None:
     return Path(found) if found else None
 
 
-def train(examples: Sequence[Mapping], config: TrainConfig | None = None, adapter_dir: str | Path | None = None,
+def train(examples, config: TrainConfig | None = None, adapter_dir: str | Path | None = None,
           model=None, tokenizer=None, checkpoint_dir: str | Path | None = None, resume: bool = True,
           stop_after_steps: int | None = None, keep_checkpoints: bool = False, device=None,
           verbose: bool = False) -> TrainResult:
-    """Fine-tune LoRA adapters on ``examples`` (from :func:`build_examples`) with FIRST's joint loss.
+    """Fine-tune LoRA adapters on ``examples`` with FIRST's joint loss, through ``trl``'s ``SFTTrainer``.
+
+    * ``examples``: the Dataset of :func:`examples_dataset`, or a list of :func:`build_examples` dicts (made
+      into a Dataset). The run keeps its rows in ``checkpoint_dir/dataset`` (``save_to_disk``) and trains on
+      them as read back (``load_from_disk``), so a resumed run reads exactly what the first start saved.
 
     * ``model``/``tokenizer``: a base model already loaded (tests pass a tiny one); by default
       ``config.model`` is loaded on the device and dtype of :mod:`minirank.device`.
@@ -392,14 +210,14 @@ def train(examples: Sequence[Mapping], config: TrainConfig | None = None, adapte
     * ``adapter_dir``: where the finished adapter goes; an existing non-empty folder is refused before
       training starts.
     """
-    from peft import get_peft_model
-    from transformers import PrinterCallback, TrainerCallback, TrainingArguments, set_seed
+    from transformers import PrinterCallback, TrainerCallback
+    from trl import SFTConfig
 
     from minirank.models import cache_dir, load
 
     config = config or TrainConfig()
     ranking_term(config.objective, config.protocol)  # an unknown objective or protocol: refused before any work
-    if not examples:
+    if examples is None or len(examples) == 0:
         raise ValueError("no training examples")
     adapter_dir = Path(adapter_dir) if adapter_dir is not None else None
     if adapter_dir is not None:
@@ -409,14 +227,16 @@ def train(examples: Sequence[Mapping], config: TrainConfig | None = None, adapte
         tokenizer = tokenizer or loaded_tokenizer
     if tokenizer is None:
         raise ValueError("train() got a model but no tokenizer")
+    dataset = as_dataset(examples)
     limit = context_length(model)
-    for ex in examples:
-        if limit is not None and len(ex["input_ids"]) > limit:
-            raise ValueError(f"query {ex.get('qid')!r}: example of {len(ex['input_ids'])} tokens is longer than "
+    for qid, ids in zip(dataset["qid"] if "qid" in dataset.column_names else [None] * len(dataset),
+                        dataset["input_ids"]):
+        if limit is not None and len(ids) > limit:
+            raise ValueError(f"query {qid!r}: example of {len(ids)} tokens is longer than "
                              f"the model's context of {limit}; rebuild the examples with a smaller window "
                              f"or max_passage_tokens")
     dev, dtype = next(model.parameters()).device, model.dtype  # as loaded: minirank.models chose them
-    digest = data_hash(examples)
+    digest = data_hash(dataset)
     signature = base_signature(model)
     run = {"id": run_id(config, digest, signature), "config": config.to_dict(), "data_hash": digest,
            "base_model": config.model, "base_signature": signature}
@@ -425,14 +245,14 @@ def train(examples: Sequence[Mapping], config: TrainConfig | None = None, adapte
     if not resume:
         shutil.rmtree(folder)  # this run's own checkpoints (the claim says so): start over
         claim_folder(folder, run)
+    saved_data = folder / DATASET_FOLDER
+    with quiet_datasets():
+        if not saved_data.exists():  # the run keeps what it trains on: a resumed run reads the same rows back
+            dataset.save_to_disk(str(saved_data))
+        rows = load_from_disk(saved_data)
 
     quiet_peft()
-    set_seed(config.seed)  # LoRA's A matrices are drawn now: the seed decides them
-    peft_model = get_peft_model(model, lora_config(config))  # adapter weights in float32 even on a bf16/fp16 base
-    if config.gradient_checkpointing:
-        peft_model.enable_input_require_grads()
-
-    args = TrainingArguments(
+    args = SFTConfig(
         output_dir=str(folder), per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accum, learning_rate=config.learning_rate,
         num_train_epochs=config.epochs, max_steps=config.max_steps, warmup_steps=config.warmup_ratio,  # a float < 1: a fraction of all steps
@@ -443,7 +263,13 @@ def train(examples: Sequence[Mapping], config: TrainConfig | None = None, adapte
         use_cpu=dev.type == "cpu", remove_unused_columns=False, label_names=["labels"],
         neftune_noise_alpha=config.neftune_alpha, activation_checkpointing=config.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
-        dataloader_num_workers=0, disable_tqdm=not verbose, max_grad_norm=1.0)
+        dataloader_num_workers=0, disable_tqdm=not verbose, max_grad_norm=1.0,
+        # The rows are tokenized already, by make_example, exactly as the reranker's prompt is at inference (the
+        # rank position must be the prompt's last token, which SFTTrainer's joint tokenization of prompt +
+        # completion cannot promise); the labels there already mask the prompt (the assistant-only loss: SmolLM2's
+        # chat template has no {% generation %} markers for trl to compute it from). Nothing is cut: a window
+        # longer than the context was refused above.
+        dataset_kwargs={"skip_prepare_dataset": True}, max_length=None)
 
     class _Interrupt(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
@@ -454,9 +280,11 @@ def train(examples: Sequence[Mapping], config: TrainConfig | None = None, adapte
 
     pad = P.pad_token_id(tokenizer)
     trainer = _trainer_class()(
-        model=peft_model, args=args, train_dataset=list(examples),
+        model=model, args=args, train_dataset=rows, processing_class=tokenizer,
+        peft_config=lora_config(config),  # SFTTrainer seeds (config.seed), then draws LoRA's A matrices
         data_collator=lambda rows: collate(rows, pad), callbacks=[_Interrupt()],
         objective=config.objective, lam=config.lam, pair_reduction=config.pair_reduction, protocol=config.protocol)
+    peft_model = trainer.model
     if not verbose:
         trainer.remove_callback(PrinterCallback)  # the Trainer prints every log line; the history keeps them
     start = time.perf_counter()
@@ -469,12 +297,12 @@ def train(examples: Sequence[Mapping], config: TrainConfig | None = None, adapte
     peft_model.eval()
     saved = None
     if finished and adapter_dir is not None:
-        saved = save_adapter(peft_model, adapter_dir, config, digest, len(examples),
+        saved = save_adapter(peft_model, adapter_dir, config, digest, len(dataset),
                              {"final_loss": last_logged(trainer.state.log_history, "loss"),
                               "steps": trainer.state.global_step, "train_seconds": round(seconds, 1)})
     if finished and not keep_checkpoints:
         shutil.rmtree(folder, ignore_errors=True)
-    return TrainResult(peft_model, tokenizer, config, digest, len(examples), list(trainer.state.log_history),
+    return TrainResult(peft_model, tokenizer, config, digest, len(dataset), list(trainer.state.log_history),
                        folder, saved, finished, seconds)
 
 

@@ -250,6 +250,35 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tok, examples, tm
         T.train(examples, config(), model=tiny_model(len(tok)), tokenizer=tok, adapter_dir=tmp_path / "adapter")
 
 
+def test_the_training_set_is_a_datasets_dataset_mapped_saved_and_read_back(tok, examples, tmp_path):
+    from datasets import Dataset
+
+    rows = T.windows_dataset(windows())
+    assert isinstance(rows, Dataset) and rows.column_names == ["qid", "query", "pids", "texts", "order", "labels"]
+    ds = T.examples_dataset(windows(), tok, max_passage_tokens=12, cache_dir=tmp_path / "cache")
+    assert len(ds) == len(examples) and set(T.EXAMPLE_COLUMNS) <= set(ds.column_names)
+    for row, ex in zip(ds, examples):  # map() gives the rows build_examples gives
+        assert all(row[k] == ex[k] for k in ("qid", "prompt", "target", *T.EXAMPLE_COLUMNS))
+    assert T.data_hash(ds) == T.data_hash(examples)
+    assert ds.cache_files  # datasets keeps the mapped rows on disk: a second call reads them back
+    again = T.examples_dataset(windows(), tok, max_passage_tokens=12, cache_dir=tmp_path / "cache")
+    assert again.cache_files == ds.cache_files
+    # train() keeps what it trains on in the run's folder; the Dataset and the list train the same adapter
+    a = T.train(ds, config(max_steps=2), model=tiny_model(len(tok)), tokenizer=tok, checkpoint_dir=tmp_path / "a",
+                keep_checkpoints=True)
+    b = T.train(examples, config(max_steps=2), model=tiny_model(len(tok)), tokenizer=tok,
+                checkpoint_dir=tmp_path / "b")
+    assert T.data_hash(T.load_from_disk(tmp_path / "a" / T.DATASET_FOLDER)) == T.data_hash(examples)
+    wa, wb = AD.lora_state(a.model), AD.lora_state(b.model)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_the_harness_is_trls_sft_trainer():
+    from trl import SFTTrainer
+
+    assert issubclass(T.FirstTrainer, SFTTrainer)
+
+
 def test_a_checkpoint_folder_refuses_another_run(tok, examples, tmp_path):
     """Issue 12 item 3: run B (another objective, learning rate and data) given run A's checkpoint folder must not
     continue A's weights under B's name; it is refused, naming both runs, and A's checkpoint stays as it was."""
