@@ -190,7 +190,7 @@ def last_checkpoint(folder: str | Path) -> Path | None:
 def train(examples, config: TrainConfig | None = None, adapter_dir: str | Path | None = None,
           model=None, tokenizer=None, checkpoint_dir: str | Path | None = None, resume: bool = True,
           stop_after_steps: int | None = None, keep_checkpoints: bool = False, device=None,
-          verbose: bool = False) -> TrainResult:
+          verbose: bool = False, callbacks: Sequence = ()) -> TrainResult:
     """Fine-tune LoRA adapters on ``examples`` with FIRST's joint loss, through ``trl``'s ``SFTTrainer``.
 
     * ``examples``: the Dataset of :func:`examples_dataset`, or a list of :func:`build_examples` dicts (made
@@ -209,6 +209,7 @@ def train(examples, config: TrainConfig | None = None, adapter_dir: str | Path |
       ``finished=False`` and no adapter is saved.
     * ``adapter_dir``: where the finished adapter goes; an existing non-empty folder is refused before
       training starts.
+    * ``callbacks``: more ``transformers.TrainerCallback`` objects (a recipe's dev evaluation, for instance).
     """
     from transformers import PrinterCallback, TrainerCallback
     from trl import SFTConfig
@@ -282,7 +283,7 @@ def train(examples, config: TrainConfig | None = None, adapter_dir: str | Path |
     trainer = _trainer_class()(
         model=model, args=args, train_dataset=rows, processing_class=tokenizer,
         peft_config=lora_config(config),  # SFTTrainer seeds (config.seed), then draws LoRA's A matrices
-        data_collator=lambda rows: collate(rows, pad), callbacks=[_Interrupt()],
+        data_collator=lambda rows: collate(rows, pad), callbacks=[_Interrupt(), *callbacks],
         objective=config.objective, lam=config.lam, pair_reduction=config.pair_reduction, protocol=config.protocol)
     peft_model = trainer.model
     if not verbose:

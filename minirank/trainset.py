@@ -83,12 +83,15 @@ def make_window(qid: str, query: str, pids: Sequence[str], texts: Sequence[str],
 
 
 def teacher_windows(collection, candidates: Run, window: int = 10, windows_per_query: int = 1,
-                    teacher: Run | None = None, seed: int = 0) -> list[Window]:
+                    teacher: Run | None = None, seed: int = 0, shuffle: bool = False) -> list[Window]:
     """Training windows over each query's first-stage candidates, with the teacher's ordering.
 
-    Window 0 of a query is its top ``window`` candidates (what the reranker sees first at test time);
-    windows 1.. are random subsets of all its candidates (seeded by ``seed``, query and window),
-    always shown in first-stage order. The teacher is the collection's graded qrels (ties between
+    Window 0 of a query is its top ``window`` candidates in first-stage order (what the reranker sees first
+    at test time); windows 1.. are random subsets of all its candidates (seeded by ``seed``, query and window),
+    shown in first-stage order, or with ``shuffle`` in a random order: RankZephyr's augmentation against
+    position bias (Pradeep et al., 2023b; FIRST §4.1 fine-tunes on RankZephyr's data, and PE-Rank's
+    implementation section follows it "by randomly shuffling document order"), so that the model cannot
+    learn "keep the first stage's order" as the answer. The teacher is the collection's graded qrels (ties between
     equal grades kept in first-stage order; unjudged passages count as 0) or, when given, a stronger
     reranker's ``teacher`` run over the same candidates. Windows whose passages all share one grade
     teach no order and are skipped.
@@ -112,6 +115,8 @@ def teacher_windows(collection, candidates: Run, window: int = 10, windows_per_q
             else:
                 rng = random.Random(f"{seed}:{qid}:{w}")
                 picked = sorted(rng.sample(range(len(pool)), min(window, len(pool))))
+                if shuffle:
+                    rng.shuffle(picked)
                 chosen = [pool[i] for i in picked]
             key = tuple(chosen)
             if key in seen:
