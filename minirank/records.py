@@ -165,7 +165,7 @@ def _version(package: str) -> str | None:
 def machine(device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> dict:
     """The machine a benchmark ran on, as written into its JSON: the device and its name (GPU model, or
     CPU and core count), torch's CPU threads, the dtype (default :func:`minirank.device.pick_dtype`),
-    the versions of python, torch, transformers and peft, and the platform string."""
+    the versions of python, torch, transformers, peft, trl and datasets, and the platform string."""
     from minirank.device import pick_device, pick_dtype
 
     device = pick_device(device)
@@ -177,4 +177,5 @@ def machine(device: torch.device | str | None = None, dtype: torch.dtype | None 
     return {"device": str(device), "device_name": name, "threads": torch.get_num_threads(),
             "dtype": str(dtype).replace("torch.", ""), "torch": torch.__version__,
             "transformers": _version("transformers"), "peft": _version("peft"),
+            "trl": _version("trl"), "datasets": _version("datasets"),
             "python": platform.python_version(), "platform": platform.platform()}

@@ -50,6 +50,10 @@ quiet_peft()  # at import, so notebooks that call peft themselves (notebook 05) 
 #: The stored output of ``minirank bench finetune --seeds 0,1,2 --json ...`` (lesson 5.8, notebook 05).
 STORED_ABLATION = BENCH_DIR / "finetune-ablation-cpu.json"
 
+#: The shipped adapter's dev curve and test comparison, written by ``minirank train first-lora --json ...``
+#: (notebook 05 plots it, lesson 5.7 reads it).
+STORED_CURVE = BENCH_DIR / "first-lora-training-cpu.json"
+
 # ====================================================================== 1. the trainer (the loss: minirank.objective)
 
 def _trainer_class():
