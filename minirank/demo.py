@@ -4,7 +4,8 @@ First-stage retrieval (BM25, dense) on the course collection's test split, then 
 chapters have built so far, each reranking the same BM25 candidates, compared by
 :func:`minirank.evaluate.experiment`. Each row: nDCG@10, Recall@20, wall-clock seconds (the search,
 or the reranking of the shared candidates, without building indexes or loading models) and the
-method's own counters (windows, repaired generations).
+method's own counters (windows, repaired generations) and, against BM25, the mean paired difference in nDCG@10
+with its 95% interval and exact sign-flip p-value.
 
 The demo is the roof of the house: it imports the chapters, they never import it. Adding a reranker
 to it is a class in its chapter, one line in :data:`METHODS`, and a test.
@@ -152,11 +153,16 @@ def run_demo(split: str = "test", methods: Sequence[str] | None = None, model: s
     echo(f"minirank demo: {collection!r}")
     ctx = Context(collection, model, depth)
     systems = {name: METHODS[name](ctx) for name in methods}
-    result = evaluate.experiment(systems, collection, ("ndcg@10", "recall@20"), progress=progress, echo=echo)
+    baseline = "bm25" if "bm25" in systems and len(systems) > 1 else None
+    result = evaluate.experiment(systems, collection, ("ndcg@10", "recall@20"), baseline=baseline,
+                                 progress=progress, echo=echo)
     rows = result.rows
     out = {"split": split, "model": str(model or DEFAULT_MODEL), "rerank_depth": depth,
            "collection": collection.name, "queries": len(collection.qrels), "rows": rows}
     echo(evaluate.format_table(rows))
+    if baseline:
+        echo(f"vs bm25: the mean paired difference in nDCG@10 over the {len(collection.qrels)} queries, its 95% "
+             f"interval and the exact sign-flip p-value; an interval that spans 0 shows no difference, not equality.")
     if json_path is not None:
         write_json(json_path, out, force=force)
         echo(f"wrote {json_path}")
