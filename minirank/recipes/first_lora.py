@@ -16,10 +16,10 @@
    curve, the chosen step, the test comparison, the machine), the curve and the comparison to ``--json``.
    Neither may exist already (``--force`` replaces the JSON, never an adapter folder).
 
-Budget on the defaults: about 15 minutes on a quiet 2-core CPU (the default model, windows of 10 passages
-cut to 32 tokens, four windows per training query, batch 1, 300 steps: about two passes over the windows; a
-dev evaluation is 30 forward passes); ``--steps`` and ``--eval-every`` scale it. The shipped adapter's own
-provenance file says what it took.
+Budget on the defaults (the default model, windows of 10 passages cut to 32 tokens, four windows per training
+query, batch 1, 300 steps: about two passes over the windows; a dev evaluation is 30 forward passes): the shipped
+adapter took 43.5 minutes on one thread of a 2-core CPU whose other core was busy (its provenance file records
+the seconds and the machine); ``--steps`` and ``--eval-every`` scale it.
 """
 from __future__ import annotations
 
