@@ -88,7 +88,21 @@ def read_adapter_meta(path: str | Path) -> dict:
 def save_adapter(model, path: str | Path, config: "TrainConfig", digest: str, examples: int,
                  extra: Mapping | None = None) -> Path:
     """Save LoRA weights (``adapter_model.safetensors``), peft's ``adapter_config.json`` and
-    ``minirank_adapter.json`` (base model, config, data hash, seed, versions). Refuses to overwrite."""
+    ``minirank_adapter.json`` (base model, config, data hash, seed, versions) into a new folder (:func:`save_lora`)."""
+    return save_lora(model, path, config.model, "minirank.train",
+                     {"config": config.to_dict(), "data_hash": digest, "examples": examples, "seed": config.seed,
+                      **(dict(extra) if extra else {})})
+
+
+def save_lora(model, path: str | Path, base_model: str, made_by: str, meta: Mapping | None = None) -> Path:
+    """Save the LoRA adapter of the peft ``model`` into the new folder ``path``: its weights, peft's
+    ``adapter_config.json`` and :data:`META_FILE` (``made_by``, the ``base_model`` name that
+    :func:`minirank.models.load` takes, its :func:`base_signature`, versions, then ``meta``).
+
+    The folder is written as ``path.partial`` and renamed, so a crash leaves no half adapter; an existing
+    non-empty ``path`` is a FileExistsError (:func:`minirank.records.refuse_existing`). Used by
+    :func:`save_adapter` (chapter 5) and by PE-Rank's :func:`minirank.perank.save_perank` (chapter 7).
+    """
     import peft
     import transformers
 
@@ -97,17 +111,15 @@ def save_adapter(model, path: str | Path, config: "TrainConfig", digest: str, ex
     partial = path.with_name(path.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     for cfg in model.peft_config.values():
-        cfg.base_model_name_or_path = config.model  # not this machine's cache path
+        cfg.base_model_name_or_path = base_model  # not this machine's cache path
     model.save_pretrained(str(partial), safe_serialization=True, save_embedding_layers=False)
     card = partial / "README.md"
     if card.exists():
         card.unlink()  # peft's empty model card; minirank_adapter.json says what this is
-    meta = {"format": META_FORMAT, "made_by": "minirank.train", "minirank": __version__,
-            "base_model": config.model, "base_signature": base_signature(model.get_base_model()),
-            "config": config.to_dict(), "data_hash": digest, "examples": examples, "seed": config.seed,
-            "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                         "peft": peft.__version__},
-            **(dict(extra) if extra else {})}
+    header = {"format": META_FORMAT, "made_by": made_by, "minirank": __version__,
+              "base_model": base_model, "base_signature": base_signature(model.get_base_model())}
+    versions = {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
+    meta = {**header, "versions": versions, **(dict(meta) if meta else {})}
     (partial / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     if path.exists():
         path.rmdir()  # an empty folder, checked above

@@ -72,6 +72,14 @@ def _first_lora(ctx: Context):
     return reranker
 
 
+def _perank(ctx: Context):
+    """PE-Rank with the projector and adapter shipped in data/adapters (chapter 7), on a fresh copy of its
+    base model, ranking windows of the size it was trained on (``minirank train pe-rank`` made it)."""
+    from minirank import perank
+
+    return perank.load_perank(perank.SHIPPED_PERANK)
+
+
 def _query_likelihood(ctx: Context):
     from minirank.pointwise import QueryLikelihoodReranker
 
@@ -111,6 +119,7 @@ RERANKERS: dict[str, Callable[[Context], object]] = {
     "listwise-gen": _generation,              # chapter 2
     "first": _first,                          # chapter 3
     "first-lora": _first_lora,                # chapter 5
+    "pe-rank": _perank,                       # chapter 7
     "query-likelihood": _query_likelihood,    # chapter 8
 }
 

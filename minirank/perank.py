@@ -16,12 +16,14 @@ The pieces, in the order the lesson builds them:
   learning-to-rank losses of §3.3 (eq. 4-8); :mod:`minirank.perank_train` runs the two stages;
 * :class:`PERankReranker` — the sliding-window reranker of the common interface;
 * :func:`save_projector` / :func:`load_projector` — weights with the provenance that refuses a
-  mismatched encoder or LLM.
+  mismatched encoder or LLM; :func:`save_perank` / :func:`load_perank` — a whole trained PE-Rank (LoRA
+  adapter, projector, how it was made) in one folder, such as the shipped :data:`SHIPPED_PERANK`.
 """
 from __future__ import annotations
 
 import copy
 import json
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -40,6 +42,10 @@ DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"  # shipped by the PyP
 #: Encoders for readers with a network (the paper's Jina-Embeddings and BGE-base, §4.1, Table 5).
 ONLINE_ENCODERS = {"jina": "jinaai/jina-embeddings-v2-base-en", "bge": "BAAI/bge-base-en-v1.5"}
 PROJECTOR_FILE, META_FILE, META_FORMAT = "projector.safetensors", "minirank_projector.json", 1
+#: A trained PE-Rank folder: ``lora/`` (adapter), ``projector/`` and this file (how it was made).
+PERANK_FILE = "minirank_perank.json"
+#: The PE-Rank shipped with the book (made by ``minirank train pe-rank``, see data/README.md).
+SHIPPED_PERANK = Path(__file__).resolve().parent.parent / "data" / "adapters" / "perank-smollm2"
 
 
 # ---------------------------------------------------------------- the encoder and the projector (§3.1)
@@ -328,6 +334,76 @@ def load_projector(path: str | Path, encoder, model, tokenizer) -> Projector:
     return projector.to(device_of(model)).eval()
 
 
+def save_perank(model, projector: Projector, path: str | Path, encoder, tokenizer, base_model: str,
+                meta: Mapping | None = None) -> Path:
+    """Write a trained PE-Rank into the new folder ``path``: ``lora/`` (the LLM's LoRA adapter,
+    :func:`minirank.adapters.save_lora`, checked against its base model on loading), ``projector/``
+    (:func:`save_projector`, checked against the encoder and the LLM) and :data:`PERANK_FILE`
+    (``base_model``, the encoder, then ``meta``: how it was made, e.g. the window it ranks).
+
+    ``model``: the peft-wrapped LLM (:func:`minirank.perank_train.add_lora`); ``base_model``: the name
+    :func:`minirank.models.load` takes. Written as ``path.partial`` and renamed, so a crash leaves no
+    half folder; an existing non-empty ``path`` is a FileExistsError (never overwritten).
+    """
+    from minirank.adapters import save_lora
+    from minirank.records import refuse_existing
+
+    path = refuse_existing(path, "PE-Rank folder", hint="remove it yourself")
+    partial = path.with_name(path.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    save_projector(projector, partial / "projector", encoder, model, tokenizer)
+    save_lora(model, partial / "lora", base_model, "minirank.perank")
+    doc = {"format": META_FORMAT, "made_by": "minirank.perank", "minirank": __version__, "base_model": base_model,
+           "encoder": str(encoder.name), "encoder_dim": int(encoder.dim), **(dict(meta) if meta else {})}
+    (partial / PERANK_FILE).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    if path.exists():
+        path.rmdir()  # an empty folder, checked above
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial.rename(path)
+    return path
+
+
+def read_perank_meta(path: str | Path) -> dict:
+    """The :data:`PERANK_FILE` of a PE-Rank folder (FileNotFoundError saying what a folder needs)."""
+    path = Path(path)
+    if not (path / PERANK_FILE).is_file() or not (path / "lora").is_dir() or not (path / "projector").is_dir():
+        raise FileNotFoundError(f"{path} is not a PE-Rank folder: it needs {PERANK_FILE}, lora/ and projector/ "
+                                f"(made by minirank.perank.save_perank, e.g. `minirank train pe-rank --out {path}`)")
+    return json.loads((path / PERANK_FILE).read_text(encoding="utf-8"))
+
+
+def load_perank(path: str | Path = SHIPPED_PERANK, model=None, tokenizer=None, encoder=None, device=None,
+                batch_size: int | None = None) -> "PERankReranker":
+    """A ready :class:`PERankReranker` from a folder of :func:`save_perank` (default: the shipped one).
+
+    Without ``model``, a fresh copy of the folder's base model is loaded (peft changes what it wraps);
+    with one (and its ``tokenizer``), the adapter is put on it. Without ``encoder``, the one the folder
+    names is loaded (:class:`PassageEncoder`). The window is the one it was trained with. Errors: a
+    folder that is not one (FileNotFoundError); a base model the adapter was not trained on
+    (:func:`minirank.adapters.load_adapter`); an encoder of another name or dimension, or an LLM of
+    another hidden size or vocabulary than the projector's (:func:`load_projector`): ValueError.
+    """
+    from minirank.adapters import load_adapter, load_with_adapter
+
+    path = Path(path)
+    meta = read_perank_meta(path)
+    if model is None:
+        model, tokenizer, _ = load_with_adapter(path / "lora", device)
+    elif tokenizer is None:
+        raise ValueError("load_perank got a model but no tokenizer: pass both, or neither")
+    else:
+        model = load_adapter(model, path / "lora")
+    if encoder is None:
+        name = meta.get("encoder")
+        encoder = PassageEncoder(None if name == DEFAULT_ENCODER else name, device=device_of(model))
+    tokenizer = with_perank_tokens(tokenizer)
+    projector = load_projector(path / "projector", encoder, model, tokenizer)
+    reranker = PERankReranker(model, tokenizer, encoder, projector, window=int(meta.get("window", 20)),
+                              batch_size=batch_size)
+    reranker.minirank_meta = meta
+    return reranker
+
+
 # ---------------------------------------------------------------- the reranker
 
 class PERankReranker(ListwiseReranker):
@@ -337,7 +413,9 @@ class PERankReranker(ListwiseReranker):
     :class:`PassageEncoder` (anything with ``name``, ``dim`` and ``encode(texts)``); ``projector``: its
     :class:`Projector`. Counters (``self.stats``): ``tokens_processed`` = prompt tokens, each passage one
     token; ``tokens_generated`` = one per passage; ``model_calls`` = one prefill and one step per pick
-    but the last, per batch; ``encoded_passages``; ``seconds`` includes encoding on the fly (as Table 3).
+    but the last, per batch; ``encoded_passages``; ``seconds`` includes encoding on the fly (as Table 3):
+    within one :meth:`rerank` call each passage is encoded once, and a direct :meth:`order_windows` call
+    encodes its windows' passages afresh.
     A window wider than ``window``, or a prompt (plus its ``n`` answer positions) longer than the
     model's context, is a ValueError.
     """
@@ -355,6 +433,7 @@ class PERankReranker(ListwiseReranker):
             raise ValueError(f"the projector writes {projector.llm_dim}-d vectors but the LLM's hidden size "
                              f"is {model.config.hidden_size}")
         self.model, self.encoder, self.projector = model, encoder, projector
+        self._vectors: dict[str, torch.Tensor] | None = None
         self.tokenizer = with_perank_tokens(tokenizer)
         limit = context_length(model)
         if limit is not None:
@@ -364,19 +443,24 @@ class PERankReranker(ListwiseReranker):
                                  f"model's context of {limit}; use a smaller window")
 
     def rerank(self, *args, **kwargs):
-        self._vectors: dict[str, torch.Tensor] = {}  # each passage is encoded once per call
-        return super().rerank(*args, **kwargs)
+        self._vectors = {}  # each passage is encoded once per call
+        try:
+            return super().rerank(*args, **kwargs)
+        finally:
+            self._vectors = None  # outside rerank(), order_windows encodes afresh (what a benchmark times)
 
     def _encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        cache = getattr(self, "_vectors", None)
-        if cache is None:
-            cache = self._vectors = {}
+        cache = self._vectors if getattr(self, "_vectors", None) is not None else {}
         new = [t for t in dict.fromkeys(texts) if t not in cache]
         if new:
             for text, vector in zip(new, self.encoder.encode(new)):
                 cache[text] = vector
             self.stats["encoded_passages"] = self.stats.get("encoded_passages", 0) + len(new)
         return torch.stack([cache[t] for t in texts])
+
+    def prompts_of(self, windows: Sequence[Window]) -> list[str]:
+        """The prompt of each window (Table 8): its query and one ``<PLACEHOLDER>`` per passage."""
+        return [ranking_prompt(w.query, w.size, self.tokenizer) for w in windows]
 
     @torch.no_grad()
     def order_windows(self, windows: Sequence[Window]) -> list[list[int]]:
@@ -385,8 +469,7 @@ class PERankReranker(ListwiseReranker):
             raise ValueError(f"a window of {too_big[0].size} passages (query {too_big[0].qid!r}): this reranker "
                              f"takes at most window={self.window}")
         device = device_of(self.model)
-        prompts = [ranking_prompt(w.query, w.size, self.tokenizer) for w in windows]
-        ids, mask, slots = encode_prompts(self.tokenizer, prompts, device)
+        ids, mask, slots = encode_prompts(self.tokenizer, self.prompts_of(windows), device)
         vectors = pad_vectors([self.projector(self._encode_texts(w.texts).to(device)) for w in windows])
         embeds = splice(self.model, ids, vectors, slots)
         orders, _, calls = constrained_decode(self.model, embeds, mask, vectors, [w.size for w in windows])

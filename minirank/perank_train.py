@@ -16,7 +16,7 @@ a handful of steps runs on a CPU in seconds with a tiny model.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -151,8 +151,10 @@ def reconstruct(model, tokenizer, encoder, projector, texts: Sequence[str], max_
 
 # ---------------------------------------------------------------- stage 2
 
-def add_lora(model, r: int = 8, alpha: int = 16, seed: int = 0):
-    """``model`` with LoRA adapters on the attention projections (peft), the rest frozen; seeded."""
+def add_lora(model, r: int = 8, alpha: int = 16, seed: int = 0,
+             target_modules: Sequence[str] = ("q_proj", "k_proj", "v_proj", "o_proj")):
+    """``model`` with LoRA adapters (peft) on ``target_modules`` (default: all four attention
+    projections), the rest frozen; seeded."""
     from peft import LoraConfig, get_peft_model
 
     from minirank.adapters import quiet_peft
@@ -160,7 +162,7 @@ def add_lora(model, r: int = 8, alpha: int = 16, seed: int = 0):
     quiet_peft()  # peft calls a transformers method that transformers 5 deprecates: not the reader's warning
     torch.manual_seed(seed)
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
-                        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+                        target_modules=list(target_modules))
     return get_peft_model(model, config)
 
 
@@ -202,13 +204,16 @@ def ranking_losses(model, tokenizer, projector, vectors: Sequence[torch.Tensor],
 
 def learn_to_rank(model, tokenizer, encoder, projector, windows, steps: int = 10, batch_size: int = 2,
                   lr: float = 2e-4, kl_weight: float = 0.2, content: bool = True,
-                  max_passage_tokens: int | None = 32, seed: int = 0) -> list[dict]:
+                  max_passage_tokens: int | None = 32, seed: int = 0,
+                  callback: Callable[[int, list[dict]], None] | None = None) -> list[dict]:
     """Stage 2: train the projector and the LLM's trainable parameters on teacher orders (§3.3).
 
     ``windows``: training windows with teacher orders, e.g. :func:`minirank.train.teacher_windows`
     (the graded qrels, as chapter 5). Which LLM weights learn is the caller's choice: wrap the model
     with :func:`add_lora` first (the encoder is never trained). Windows are drawn with
-    ``random.Random(seed)``. Returns ``[{"step", "loss", "rank", "content", "kl"}, ...]``.
+    ``random.Random(seed)``. ``callback(step, history)``, if given, runs after every optimizer step
+    with the model in eval mode (a recipe evaluates checkpoints there, :mod:`minirank.recipes.perank`).
+    Returns ``[{"step", "loss", "rank", "content", "kl"}, ...]``.
     """
     if not windows:
         raise ValueError("learn_to_rank() needs training windows")
@@ -230,6 +235,10 @@ def learn_to_rank(model, tokenizer, encoder, projector, windows, steps: int = 10
             losses["loss"].backward()
             optimizer.step()
             history.append({"step": step, **{k: float(v.detach()) for k, v in losses.items()}})
+            if callback is not None:
+                model.eval()
+                callback(step, history)
+                model.train()
     finally:
         model.eval()
     return history

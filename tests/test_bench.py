@@ -6,6 +6,7 @@ import pytest
 
 from minirank import cli
 from minirank.bench import finetune as BF
+from minirank import latency as L
 from minirank.bench import latency as BL
 from minirank.latency import answer_tokens
 
@@ -34,8 +35,33 @@ def test_bench_json_has_the_required_keys_on_a_tiny_model(tmp_path, tok):
         assert w["tokens_processed"] > 0
         assert set(w["seconds"]) == set(BL.METHODS)
         assert all(w["seconds"][m]["n"] == 2 for m in BL.METHODS)
-    assert {(r["batch"], r["method"]) for r in result["throughput"]} >= {(2, "first"), (2, "generate_static")}
+    assert {(r["batch"], r["method"]) for r in result["throughput"]} >= {(2, "first"), (2, "generate_static"),
+                                                                          (2, "perank")}
     assert result["command"].startswith("minirank bench latency")
+    # PE-Rank on the same windows, with a random projector on the random-weight model: exact token counts
+    from minirank import perank as PR
+
+    ptok = PR.with_perank_tokens(tok)
+    assert result["perank_projector"] == BL.PERANK_PROJECTOR and "random weights" in result["perank_projector"]
+    for w in result["windows"]:
+        assert w["perank_tokens_generated"] == w["m"]
+        pieces = PR.ranking_prompt(course_test_query(w["qid"]), w["m"], ptok).split(PR.PLACEHOLDER)
+        assert w["perank_tokens_processed"] == sum(len(ptok.encode(p, add_special_tokens=False)) for p in pieces) + w["m"]
+    headline = [w for w in result["windows"] if w["start"] == 0 and w["m"] == 4]  # depth = window = 4: one window
+    assert result["perank_processed_ratio"] == pytest.approx(
+        sum(w["perank_tokens_processed"] for w in headline) / sum(w["tokens_processed"] for w in headline))
+    assert set(result["perank_processed_ratio_by_size"]) == {"2", "3", "4"}
+    assert result["speedup_perank_vs_generation"] > 0 and result["perank_over_first"] > 0
+    assert result["per_query"][0]["perank_tokens_generated"] == 4
+    rows = {r["quantity"]: r for r in L.headline_rows(result)}
+    assert rows["PE-Rank / text listwise processed tokens (same windows, text cut to 8 tokens a passage)"]["measured"] == \
+        f"{result['perank_processed_ratio']:.3f}"
+
+
+def course_test_query(qid):
+    from minirank.data import load_course
+
+    return load_course("test").queries[qid]
 
 
 def test_bench_json_refuses_to_overwrite(tmp_path, capsys):

@@ -68,3 +68,31 @@ def test_demo_help_lists_the_methods_and_bench_help_works(capsys):
     assert all(m in out.replace("\n", "").replace(" ", "") for m in METHODS)
     assert main(["bench", "--help"]) == 0 and "latency" in capsys.readouterr().out
     assert main(["bench"]) == 2 and "latency" in capsys.readouterr().err
+
+
+def test_demo_pe_rank_row_is_the_shipped_folder_loaded_by_load_perank(tiny_collection, tmp_path, monkeypatch, tok):
+    """The pe-rank row reranks BM25's candidates with the folder at SHIPPED_PERANK, loaded by load_perank; here a
+    tiny folder written by save_perank (a tiny LLM and a hashing encoder stand in for the real ones)."""
+    from test_perank import HashEncoder
+
+    from minirank import perank as PR
+    from minirank import perank_train as T
+    from minirank.models import tiny_model
+
+    encoder = HashEncoder()
+    model = T.add_lora(tiny_model(len(tok), seed=3), r=2, alpha=4, target_modules=("q_proj", "v_proj"))
+    folder = PR.save_perank(model, PR.new_projector(encoder, model, seed=3), tmp_path / "perank", encoder, tok,
+                            "tiny", {"window": 3})
+    real, asked = PR.load_perank, []
+
+    def load_tiny(path, **kwargs):
+        asked.append(path)
+        return real(path, model=tiny_model(len(tok), seed=3), tokenizer=tok, encoder=encoder)
+
+    monkeypatch.setattr(PR, "SHIPPED_PERANK", folder)
+    monkeypatch.setattr(PR, "load_perank", load_tiny)
+    result = run_demo(methods=["bm25", "pe-rank"], depth=4, collection=tiny_collection, echo=lambda s: None)
+    assert asked == [folder]
+    rows = {r["method"]: r for r in result["rows"]}
+    assert list(rows) == ["bm25", "pe-rank"] and 0.0 <= rows["pe-rank"]["ndcg@10"] <= 1.0
+    assert rows["pe-rank"]["windows"] >= 1  # the folder's reranker ran on BM25's candidates

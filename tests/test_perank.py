@@ -325,3 +325,97 @@ def test_default_encoder_is_minilm_mean_pooled_and_normalised():
     assert vectors.shape == (2, 384) and torch.allclose(vectors.norm(dim=-1), torch.ones(2), atol=1e-5)
     assert [type(m).__name__ for m in encoder.model] == ["Transformer", "Pooling", "Normalize"]
     assert encoder.model[1].get_config_dict()["pooling_mode"] == "mean"
+
+
+# ---------------------------------------------------------------- a trained PE-Rank in one folder (the shipped one)
+
+def _tiny_recipe(tok, out, seed=4, **overrides):
+    from minirank.recipes import perank as R
+
+    settings = dict(align_steps=2, align_batch=2, align_tokens=8, rank_steps=4, rank_batch=1, eval_every=2)
+    return R.make_perank(out, model_name="tiny", model=tiny_model(len(tok), seed=seed), tokenizer=tok,
+                         encoder=HashEncoder(), echo=lambda s: None, **{**settings, **overrides})
+
+
+def test_recipe_saves_the_checkpoint_it_chose_on_dev_with_its_provenance(tok, tmp_path):
+    """Both stages on a tiny model; the folder reloads into exactly the checkpoint of the chosen step."""
+    from minirank.data import load_course
+    from minirank.evaluate import evaluate, mean
+    from minirank.retrieval import BM25
+
+    out = tmp_path / "perank"
+    made = _tiny_recipe(tok, out)
+    curve = made["dev"]["curve"]
+    assert [c["step"] for c in curve] == [0, 2, 4] and curve[0]["train_loss"] is None
+    best = max(c["ndcg@10"] for c in curve)
+    assert made["chosen_step"] == next(c["step"] for c in curve if c["ndcg@10"] == best)  # the earliest best
+    meta = PR.read_perank_meta(out)
+    assert meta["base_model"] == "tiny" and meta["encoder"] == "hash-encoder" and meta["window"] == 20
+    assert meta["stage1"]["steps"] == 2 and len(meta["stage1"]["loss"]) == 2 and meta["stage2"]["steps"] == 4
+    assert meta["stage2"]["split"] == "train" and meta["stage2"]["windows"] == 40 and meta["dev"]["queries"] == 10
+    assert len(meta["data_hash"]) == 64 and meta["seed"] == 0 and meta["budget_s"] == 600
+    assert {"load", "stage1", "stage2", "dev_evaluation", "total"} <= set(meta["seconds"])
+    assert {"torch", "transformers", "peft", "minirank"} <= set(meta["versions"]) and meta["machine"]["device"]
+    assert sorted(p.name for p in out.iterdir()) == ["lora", "minirank_perank.json", "projector"]
+
+    reranker = PR.load_perank(out, model=tiny_model(len(tok), seed=4), tokenizer=tok, encoder=HashEncoder())
+    assert isinstance(reranker, PR.PERankReranker) and reranker.window == 20
+    dev = load_course("dev")
+    run = reranker.rerank(dev, BM25(dev.passages).search(dev.queries, k=20))
+    assert mean(evaluate(run, dev.qrels, ["ndcg@10"]), "ndcg@10") == pytest.approx(made["chosen_dev_ndcg@10"], abs=1e-12)
+
+    with pytest.raises(FileExistsError, match="never overwrites"):
+        _tiny_recipe(tok, out)
+    with pytest.raises(ValueError, match="trained on encoder 'hash-encoder' \\(16-d\\)"):
+        PR.load_perank(out, model=tiny_model(len(tok), seed=4), tokenizer=tok, encoder=HashEncoder(8))
+    with pytest.raises(ValueError, match="same shape, different weights"):
+        PR.load_perank(out, model=tiny_model(len(tok), seed=5), tokenizer=tok, encoder=HashEncoder())
+    with pytest.raises(ValueError, match="a model but no tokenizer"):
+        PR.load_perank(out, model=tiny_model(len(tok), seed=4))
+    with pytest.raises(FileNotFoundError, match="not a PE-Rank folder"):
+        PR.load_perank(tmp_path)
+
+
+def test_a_projector_for_another_llm_in_a_perank_folder_is_refused(tok, tmp_path):
+    """The adapter fits (same base model) but the projector was written for a wider LLM: load_projector says so."""
+    import json
+
+    model = T.add_lora(tiny_model(len(tok), seed=6), r=2, alpha=4)
+    encoder = HashEncoder()
+    folder = PR.save_perank(model, PR.new_projector(encoder, model), tmp_path / "p", encoder, tok, "tiny", {"window": 3})
+    meta_file = folder / "projector" / PR.META_FILE
+    meta = json.loads(meta_file.read_text())
+    meta["llm_hidden_size"] = 64
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="another LLM: llm_hidden_size 64 there, 32 here"):
+        PR.load_perank(folder, model=tiny_model(len(tok), seed=6), tokenizer=tok, encoder=encoder)
+
+
+def test_train_pe_rank_has_help_and_refuses_an_existing_folder_before_any_work(tmp_path, capsys):
+    from minirank import cli
+
+    assert cli.RECIPES["pe-rank"] == "minirank.recipes.perank"
+    with pytest.raises(SystemExit) as done:
+        cli.main(["train", "pe-rank", "--help"])
+    assert done.value.code == 0 and "usage: minirank train pe-rank" in capsys.readouterr().out
+    assert cli.main(["train", "--help"]) == 0 and "  pe-rank " in capsys.readouterr().out
+    (tmp_path / "keep.txt").write_text("mine")
+    assert cli.main(["train", "pe-rank", "--out", str(tmp_path)]) == 2
+    assert "never overwrites" in capsys.readouterr().err and (tmp_path / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.skipif(os.environ.get("MINIRANK_SKIP_REAL_MODEL") == "1", reason="loads the default model")
+def test_shipped_perank_is_small_and_loads_on_the_default_model():
+    from minirank.demo import RERANKERS
+    from minirank.models import DEFAULT_MODEL
+
+    assert "pe-rank" in RERANKERS
+    files = [f for f in PR.SHIPPED_PERANK.rglob("*") if f.is_file()]
+    assert sum(f.stat().st_size for f in files) < 5 * 2**20
+    meta = PR.read_perank_meta(PR.SHIPPED_PERANK)
+    assert meta["base_model"] == DEFAULT_MODEL and meta["encoder"] == PR.DEFAULT_ENCODER
+    assert meta["chosen_step"] in [c["step"] for c in meta["dev"]["curve"]]
+    assert meta["stage2"]["split"] == "train" and meta["dev"]["split"] == "dev"
+    reranker = PR.load_perank()  # the adapter's base-model check and the projector's encoder/LLM check pass
+    assert reranker.window == meta["window"] == 20
+    assert sum(p.numel() for p in reranker.projector.parameters()) == 554_112

@@ -1,15 +1,19 @@
-"""``minirank bench latency``: FIRST against generation on the same windows of the course collection.
+"""``minirank bench latency``: FIRST and PE-Rank against generation on the same windows of the course collection.
 
 A program that runs chapter 6 (:mod:`minirank.latency`): on the same windows, a prefill-only forward
 pass (FIRST's physical floor), FIRST (:class:`minirank.first.FirstReranker`), the default
-``generate`` (dynamic KV cache) and a fair generation baseline (static KV cache, compiled where
-transformers compiles it: on GPUs), with tokens, seconds per window and per query, paired speedups,
-the decode memory-bandwidth floor and the cost model's error on window sizes it was not fitted on.
+``generate`` (dynamic KV cache), a fair generation baseline (static KV cache, compiled where
+transformers compiles it: on GPUs) and PE-Rank (chapter 7, :class:`minirank.perank.PERankReranker`:
+one vector per passage, exactly ``m`` constrained steps), with tokens, seconds per window and per query, paired speedups,
+the decode memory-bandwidth floor, the cost model's error on window sizes it was not fitted on, and
+PE-Rank's processed tokens over text listwise's on the same windows (``perank_processed_ratio``).
 :func:`run_bench` returns the report as a dict; :func:`bench_main` is the command line.
 
 Generation is forced to the length of a complete answer (``min_new_tokens = max_new_tokens``), so
 that every run of every window decodes exactly the same number of tokens: a model that stops early
-(or babbles) would otherwise make the comparison depend on its answer, not on the method.
+(or babbles) would otherwise make the comparison depend on its answer, not on the method. PE-Rank is
+timed with a random-weight projector (seed 0) on the benchmark's model: it always takes exactly ``m``
+steps, so its time does not depend on any weights, and any shape can be timed (``--config mistral-7b``).
 """
 from __future__ import annotations
 
@@ -31,9 +35,12 @@ from minirank.forward import last_logits_kwargs, positions
 from minirank.records import machine, refuse_existing, write_json
 
 #: Methods timed on every window, in this order within a round (the order rotates round by round).
-METHODS = ("prefill", "first", "generate", "generate_static")
+METHODS = ("prefill", "first", "generate", "generate_static", "perank")
 LABELS = {"prefill": "prefill-only forward (FIRST's floor)", "first": "FIRST (one forward, identifier logits)",
-          "generate": "generate, default dynamic cache", "generate_static": "generate, static cache (fair baseline)"}
+          "generate": "generate, default dynamic cache", "generate_static": "generate, static cache (fair baseline)",
+          "perank": "PE-Rank (one vector per passage, m constrained steps, encoding included)"}
+#: What the PE-Rank row runs with, said in the output and the JSON.
+PERANK_PROJECTOR = "random weights (seed 0): PE-Rank always decodes exactly m steps, so its time does not depend on them"
 
 
 # ---------------------------------------------------------------- the windows and the timed calls
@@ -48,6 +55,9 @@ class Window:
     prompt: str
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
+    query: str = ""
+    pids: tuple[str, ...] = ()
+    texts: tuple[str, ...] = ()
 
     @property
     def size(self) -> int:
@@ -56,6 +66,12 @@ class Window:
     @property
     def tokens(self) -> int:
         return int(self.attention_mask.sum())
+
+    def listwise(self):
+        """The same window as the reranking loop hands it to a method (:class:`minirank.listwise.Window`)."""
+        from minirank.listwise import Window as LoopWindow
+
+        return LoopWindow(self.qid, self.query, self.pids, self.texts, self.start, self.end)
 
 
 def _generate_kwargs(model, new_tokens: int, static: bool, compile_mode: str) -> dict:
@@ -84,8 +100,10 @@ def _compiled(device: torch.device, compile_mode: str) -> bool:
 
 
 def _window_fns(model, tokenizer, reranker, prompts: list[str], sizes: list[int], new_tokens: int,
-                compile_mode: str, methods: Sequence[str]) -> dict[str, Callable[[], object]]:
-    """The timed calls of one (batch of) window(s): each takes the same prompts to its result."""
+                compile_mode: str, methods: Sequence[str], windows: Sequence[Window] = (),
+                perank=None) -> dict[str, Callable[[], object]]:
+    """The timed calls of one (batch of) window(s): each takes the same prompts (PE-Rank: the same
+    ``windows``' query and passages, encoded afresh on every call) to its result."""
     device = next(model.parameters()).device
     ids, mask = P.encode(tokenizer, prompts, device)
     pos = positions(mask)
@@ -108,8 +126,13 @@ def _window_fns(model, tokenizer, reranker, prompts: list[str], sizes: list[int]
             return out
         return call
 
+    loop_windows = [w.listwise() for w in windows]
+
+    def pe_rank():
+        return perank.order_windows(loop_windows)
+
     table = {"prefill": prefill, "first": first, "generate": generate(gen_default),
-             "generate_static": generate(gen_static)}
+             "generate_static": generate(gen_static), "perank": pe_rank}
     return {name: table[name] for name in methods}
 
 
@@ -137,9 +160,11 @@ def _course_windows(tokenizer, reranker, queries: int, sizes: Sequence[int], win
         schedules[qid] = [(s, e) for s, e in window_schedule(min(depth, len(order)), window, stride) if e - s > 1]
         for s, e in spans + schedules[qid]:
             if (qid, s, e) not in windows and e - s >= 1:
-                prompt = reranker.prompt(collection.queries[qid], [collection.passages[p] for p in order[s:e]])
+                texts = tuple(collection.passages[p] for p in order[s:e])
+                prompt = reranker.prompt(collection.queries[qid], list(texts))
                 ids, mask = P.encode(tokenizer, [prompt], device)
-                windows[(qid, s, e)] = Window(qid, s, e, prompt, ids, mask)
+                windows[(qid, s, e)] = Window(qid, s, e, prompt, ids, mask, collection.queries[qid],
+                                              tuple(order[s:e]), texts)
     return collection, qids, windows, schedules
 
 
@@ -150,14 +175,17 @@ def run_bench(model=None, tokenizer=None, *, model_name: str | None = None, conf
               holdout: Sequence[int] | None = None, methods: Sequence[str] = METHODS, device=None,
               dtype: torch.dtype | None = None, bandwidth: float | None = None,
               clock: Clock = time.perf_counter, echo: Callable[[str], None] = print) -> dict:
-    """Time FIRST against generation on the same windows of the course collection; return the report.
+    """Time FIRST and PE-Rank against generation on the same windows of the course collection; return the report.
 
     ``sizes``: window sizes of the sweep (Fig. 4; the cost model is fitted on the smallest and the
     largest and checked on the others, or on ``holdout``). ``window``/``depth``/``stride``: the
     sliding-window rerank whose per-query time is reported (default: window = depth = the largest
     size, one window per query). ``warmup``: untimed rounds per window (default: 1 when ``generate``
     compiles, else 0; one global warm-up round always runs first). ``batch``: batch sizes for the
-    throughput section (windows/s) beyond the batch-1 latencies.
+    throughput section (windows/s) beyond the batch-1 latencies. With ``"perank"`` among ``methods``,
+    the report gains ``perank_processed_ratio``: PE-Rank's processed tokens over text listwise's on the
+    windows of the per-query rerank (``perank_processed_ratio_by_size`` for the sweep's top-m windows);
+    it depends on ``passage_tokens``, the cut of the text prompt's passages.
     """
     from minirank.first import FirstReranker
     from minirank.models import DEFAULT_MODEL, load, load_tokenizer
@@ -190,6 +218,7 @@ def run_bench(model=None, tokenizer=None, *, model_name: str | None = None, conf
     sync = lambda: synchronize(device)  # noqa: E731
     collection, qids, windows, schedules = _course_windows(tokenizer, reranker, queries, sizes, window, stride,
                                                            depth, device)
+    perank = _perank_reranker(model, tokenizer, max(sizes[-1], window), max(batch)) if "perank" in methods else None
     host = machine(device, dtype)
     model_label = f"random-weight {config!r} config" if config else str(model_name or DEFAULT_MODEL)
     n_params = parameter_count(model)
@@ -197,18 +226,21 @@ def run_bench(model=None, tokenizer=None, *, model_name: str | None = None, conf
     echo(f"  model {model_label} ({n_params / 1e6:,.1f}M parameters), dtype {host['dtype']}, batch 1, "
          f"passages cut to {passage_tokens} tokens, {len(qids)} {collection.name} queries, {len(windows)} windows, "
          f"{repeats} timed rounds (+{warmup} warm-up) per window")
+    if perank is not None:
+        echo(f"  PE-Rank: encoder {perank.encoder.name} (reads each passage whole), projector {PERANK_PROJECTOR}")
 
     # one global warm-up round on the smallest window: first calls allocate, pick kernels, compile
     first_key = min(windows, key=lambda k: windows[k].tokens)
     w0 = windows[first_key]
     fns0 = _window_fns(model, tokenizer, reranker, [w0.prompt], [w0.size], answer_tokens(tokenizer, w0.size),
-                       compile_mode, methods)
+                       compile_mode, methods, [w0], perank)
     interleaved(fns0, repeats=1, warmup=0, sync=sync, clock=clock)
 
     # every round visits every window (and, in each, every method in rotated order)
     keys = sorted(windows, key=lambda k: (k[0], windows[k].size, k[1]))
     groups = {key: _window_fns(model, tokenizer, reranker, [windows[key].prompt], [windows[key].size],
-                               answer_tokens(tokenizer, windows[key].size), compile_mode, methods) for key in keys}
+                               answer_tokens(tokenizer, windows[key].size), compile_mode, methods, [windows[key]],
+                               perank) for key in keys}
     echo(f"  timing {len(keys)} windows x {len(methods)} methods x {warmup + repeats} rounds ...")
     timings = interleaved_groups(groups, repeats=repeats, warmup=warmup, sync=sync, clock=clock)
     records = []
@@ -225,6 +257,12 @@ def run_bench(model=None, tokenizer=None, *, model_name: str | None = None, conf
                 if "prefill" in t and g > 1:
                     per_token = [(a - b) / (g - 1) for a, b in zip(t[name].samples, t["prefill"].samples)]
                     rec[f"{name}_decode_s_per_token"] = statistics.median(per_token)
+        if perank is not None:
+            rec["perank_tokens_processed"] = perank_tokens(perank, [w])
+            rec["perank_tokens_generated"] = w.size  # one pick per passage
+            for name in ("generate", "generate_static", "first"):
+                if name in t:
+                    rec[f"{name}_over_perank"] = paired_ratios(t[name], t["perank"]).median
         rec["_t"] = t
         records.append(rec)
         echo(f"  window {w.qid} [{w.start}:{w.end}] m={w.size}: P={w.tokens}, G={g}: " + ", ".join(
@@ -243,7 +281,9 @@ def run_bench(model=None, tokenizer=None, *, model_name: str | None = None, conf
 
     # per query: the windows of its sliding-window rerank, summed round by round
     per_query = []
-    ratios: dict[str, list[float]] = {"first_over_prefill": [], "generate": [], "generate_static": []}
+    ratios: dict[str, list[float]] = {"first_over_prefill": [], "generate": [], "generate_static": [],
+                                      "fair_over_perank": [], "perank_over_first": []}
+    fair = "generate_static" if "generate_static" in methods else ("generate" if "generate" in methods else None)
     for qid in qids:
         recs = [by_key[(qid, s, e)] for s, e in schedules[qid]]
         totals = {name: [sum(r["_t"][name].samples[i] for r in recs) for i in range(repeats)] for name in methods}
@@ -255,6 +295,12 @@ def run_bench(model=None, tokenizer=None, *, model_name: str | None = None, conf
         for name in ("generate", "generate_static"):
             if name in totals:
                 ratios[name] += [a / b for a, b in zip(totals[name], totals["first"])]
+        if "perank" in totals:
+            entry["perank_tokens_processed"] = sum(r["perank_tokens_processed"] for r in recs)
+            entry["perank_tokens_generated"] = sum(r["perank_tokens_generated"] for r in recs)
+            ratios["perank_over_first"] += [a / b for a, b in zip(totals["perank"], totals["first"])]
+            if fair:
+                ratios["fair_over_perank"] += [a / b for a, b in zip(totals[fair], totals["perank"])]
         per_query.append(entry)
     result["per_query"] = per_query
 
@@ -263,7 +309,6 @@ def run_bench(model=None, tokenizer=None, *, model_name: str | None = None, conf
 
     result["first_over_prefill"] = statistics.median(ratios["first_over_prefill"]) if ratios["first_over_prefill"] else None
     result["first_over_prefill_spread"] = summary(ratios["first_over_prefill"])
-    fair = "generate_static" if "generate_static" in methods else ("generate" if "generate" in methods else None)
     result["fair_baseline"] = fair
     result["speedup_first_vs_generation"] = statistics.median(ratios[fair]) if fair else None
     result["speedup_first_vs_generation_spread"] = summary(ratios[fair]) if fair else None
@@ -296,13 +341,16 @@ def run_bench(model=None, tokenizer=None, *, model_name: str | None = None, conf
                         "how": "per token = (generate - prefill) / (G - 1), paired by round; floor = bytes read "
                                "per step (weights + KV cache) / measured read bandwidth"}
 
+    if perank is not None:
+        result.update(_perank_report(perank, records, headline, sizes, ratios))
+
     # the cost model: fitted on some sizes, checked on the others
     result.update(_cost_model_report(records, sizes, holdout, fair))
 
     # throughput: batched windows per second
     result["throughput"] = _throughput(model, tokenizer, reranker, [by_key[(q, s, e)] for q in qids
                                                                     for s, e in schedules[q]], windows, batch,
-                                       repeats, warmup, compile_mode, methods, sync, clock, echo)
+                                       repeats, warmup, compile_mode, methods, sync, clock, echo, perank)
     for r in records:
         del r["_t"]
     result["windows"] = records
@@ -310,6 +358,39 @@ def run_bench(model=None, tokenizer=None, *, model_name: str | None = None, conf
                                                                      else None)
     echo(format_report(result))
     return result
+
+
+def _perank_reranker(model, tokenizer, window: int, batch_size: int):
+    """PE-Rank on the benchmark's own model: the default encoder (on the model's device) and a projector
+    with random weights (:data:`PERANK_PROJECTOR`), so that a random-weight shape can be timed too."""
+    from minirank import perank as PR
+
+    encoder = PR.PassageEncoder(device=next(model.parameters()).device)
+    return PR.PERankReranker(model, tokenizer, encoder, PR.new_projector(encoder, model, seed=0), window=window,
+                             batch_size=batch_size)
+
+
+def perank_tokens(perank, windows: Sequence[Window]) -> int:
+    """Tokens PE-Rank's prompts of ``windows`` hold (each passage one token), counted as the reranker counts them."""
+    return sum(int(P.encode(perank.tokenizer, [prompt])[1].sum()) for prompt in perank.prompts_of([w.listwise() for w in windows]))
+
+
+def _perank_report(perank, records, headline, sizes, ratios) -> dict:
+    """PE-Rank against text listwise on the same windows: processed tokens (the headline ratio, on the
+    windows of the per-query rerank, and by window size) and paired speedups per query."""
+    def ratio(recs):
+        text = sum(r["tokens_processed"] for r in recs)
+        return sum(r["perank_tokens_processed"] for r in recs) / text if text else None
+
+    tops = {m: [r for r in records if r["start"] == 0 and r["m"] == m] for m in sizes}
+    return {"perank_projector": PERANK_PROJECTOR, "perank_encoder": str(perank.encoder.name),
+            "perank_processed_ratio": ratio(headline),
+            "perank_processed_ratio_by_size": {str(m): ratio(recs) for m, recs in tops.items() if recs},
+            "perank_processed_target": "<= 0.20 (paper, Table 3, DL19 top-100: 2,942.4 / 19,506.2 = 0.15)",
+            "speedup_perank_vs_generation": statistics.median(ratios["fair_over_perank"]) if ratios["fair_over_perank"] else None,
+            "perank_over_first": statistics.median(ratios["perank_over_first"]) if ratios["perank_over_first"] else None,
+            "papers_perank": {"PE-Rank Table 3 (DL19, BM25 top-100, Mistral-7B)":
+                              "processed 2,942.4 vs 19,506.2, generated 180.0 vs 910.2, 3.62 s vs 16.20 s per query"}}
 
 
 def _cost_model_report(records, sizes, holdout, fair) -> dict:
@@ -347,26 +428,29 @@ def _cost_model_report(records, sizes, holdout, fair) -> dict:
 
 
 def _throughput(model, tokenizer, reranker, headline, windows, batch, repeats, warmup, compile_mode, methods,
-                sync, clock, echo) -> list[dict]:
+                sync, clock, echo, perank=None) -> list[dict]:
     rows = []
     for b in sorted(set(batch)):
         if b == 1:
             for name in methods:
                 med = statistics.median([r["seconds"][name]["median_s"] for r in headline])
+                key = "perank_tokens_processed" if name == "perank" else "tokens_processed"
                 rows.append({"batch": 1, "method": name, "windows_per_s": 1 / med, "seconds_per_batch": med,
-                             "tokens_processed": statistics.median([r["tokens_processed"] for r in headline])})
+                             "tokens_processed": statistics.median([r[key] for r in headline])})
             continue
         chosen = [windows[(r["qid"], r["start"], r["end"])] for r in headline]
         chosen = [chosen[i % len(chosen)] for i in range(b)]
         g = max(answer_tokens(tokenizer, w.size) for w in chosen)
         fns = _window_fns(model, tokenizer, reranker, [w.prompt for w in chosen], [w.size for w in chosen], g,
-                          compile_mode, methods)
+                          compile_mode, methods, chosen, perank)
         t = interleaved(fns, repeats=repeats, warmup=max(1, warmup), sync=sync, clock=clock)
         for name in t:
+            pe = name == "perank"
             rows.append({"batch": b, "method": name, "windows_per_s": b / t[name].median,
                          "seconds_per_batch": t[name].median, "timing": t[name].as_dict(),
-                         "tokens_processed": sum(w.tokens for w in chosen),
-                         "tokens_generated": 0 if name in ("prefill", "first") else g * b})
+                         "tokens_processed": perank_tokens(perank, chosen) if pe else sum(w.tokens for w in chosen),
+                         "tokens_generated": sum(w.size for w in chosen) if pe else
+                         0 if name in ("prefill", "first") else g * b})
         echo(f"  batch {b}: " + ", ".join(f"{name} {b / t[name].median:.2f} windows/s" for name in t))
     return rows
 
@@ -378,7 +462,9 @@ def format_report(result: Mapping) -> str:
     lines = [f"latency on {m_['device_name']} ({m_['device']}, {m_['threads']} threads), model {result['model']}, "
              f"dtype {result['dtype']}, batch {result['batch']}, torch {m_['torch']}",
              "seconds per window: median of the timed rounds; ratios: median of per-round ratios", ""]
-    head = ["m", "P", "G"] + [n for n in methods] + ["first/prefill", "gen/first", "static/first"]
+    pe = "perank" in methods
+    head = ["m", "P", "G"] + (["P pe-rank"] if pe else []) + [n for n in methods] + ["first/prefill", "gen/first",
+                                                                                   "static/first"]
     rows = []
     for m in result["sizes"]:
         recs = [r for r in result["windows"] if r["m"] == m and r["start"] == 0]
@@ -386,6 +472,7 @@ def format_report(result: Mapping) -> str:
             continue
         med = lambda xs: statistics.median(xs) if xs else float("nan")  # noqa: E731
         row = [str(m), f"{med([r['tokens_processed'] for r in recs]):.0f}", f"{med([r['tokens_generated'] for r in recs]):.0f}"]
+        row += [f"{med([r['perank_tokens_processed'] for r in recs]):.0f}"] if pe else []
         row += [format_seconds(med([r["seconds"][n]["median_s"] for r in recs])) for n in methods]
         row += [f"{med([r[k] for r in recs if k in r]):.2f}x" if any(k in r for r in recs) else "-"
                 for k in ("first_over_prefill", "generate_over_first", "generate_static_over_first")]
@@ -400,6 +487,10 @@ def format_report(result: Mapping) -> str:
                  f"P={statistics.median([x['tokens_processed'] for x in q]):.0f}, "
                  f"G={statistics.median([x['tokens_generated'] for x in q]):.0f}): "
                  + ", ".join(f"{n} {format_seconds(s)}" for n, s in result["seconds_per_query"].items()))
+    if pe:
+        lines.append(f"PE-Rank per query: P={statistics.median([x['perank_tokens_processed'] for x in q]):.0f}, "
+                     f"G={statistics.median([x['perank_tokens_generated'] for x in q]):.0f}; projector "
+                     f"{result['perank_projector']}")
 
     from minirank.evaluate import format_table
 
@@ -444,9 +535,11 @@ def bench_main(argv: list[str] | None = None) -> int:
     """``minirank bench latency [options]``: print the table; ``--json PATH`` also writes the numbers."""
     parser = argparse.ArgumentParser(
         prog="minirank bench latency",
-        description="FIRST vs generation on the same windows of the course collection: seconds per window and "
-                    "per query, tokens, paired speedups, FIRST over a prefill-only pass, the decode floor, and a "
-                    "cost model checked on held-out window sizes. The CPU default takes about 3 minutes.")
+        description="FIRST and PE-Rank vs generation on the same windows of the course collection: seconds per "
+                    "window and per query, tokens, paired speedups, FIRST over a prefill-only pass, PE-Rank's processed "
+                    "tokens over text listwise's (perank_processed_ratio; PE-Rank runs with a random projector, its "
+                    "time does not depend on the weights), the decode floor, and a cost model checked on held-out "
+                    "window sizes. The CPU default takes about 3 minutes.")
     parser.add_argument("--model", default=None, help="model to load (default: the default model)")
     parser.add_argument("--config", choices=sorted(CONFIGS), default=None,
                         help="build a random-weight model of this shape instead (no download; mistral-7b needs a GPU)")
