@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 
 from minirank import __version__
 from minirank.data import DATA_DIR
-from minirank.records import refuse_existing
+from minirank.records import new_folder
 
 if TYPE_CHECKING:
     from minirank.train import TrainConfig
@@ -106,26 +105,19 @@ def save_lora(model, path: str | Path, base_model: str, made_by: str, meta: Mapp
     import peft
     import transformers
 
-    path = Path(path)
-    refuse_existing(path, "adapter folder", hint="remove it yourself")
-    partial = path.with_name(path.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    for cfg in model.peft_config.values():
-        cfg.base_model_name_or_path = base_model  # not this machine's cache path
-    model.save_pretrained(str(partial), safe_serialization=True, save_embedding_layers=False)
-    card = partial / "README.md"
-    if card.exists():
-        card.unlink()  # peft's empty model card; minirank_adapter.json says what this is
-    header = {"format": META_FORMAT, "made_by": made_by, "minirank": __version__,
-              "base_model": base_model, "base_signature": base_signature(model.get_base_model())}
-    versions = {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
-    meta = {**header, "versions": versions, **(dict(meta) if meta else {})}
-    (partial / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    if path.exists():
-        path.rmdir()  # an empty folder, checked above
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial.rename(path)
-    return path
+    with new_folder(path, "adapter folder") as partial:
+        for cfg in model.peft_config.values():
+            cfg.base_model_name_or_path = base_model  # not this machine's cache path
+        model.save_pretrained(str(partial), safe_serialization=True, save_embedding_layers=False)
+        card = partial / "README.md"
+        if card.exists():
+            card.unlink()  # peft's empty model card; minirank_adapter.json says what this is
+        header = {"format": META_FORMAT, "made_by": made_by, "minirank": __version__,
+                  "base_model": base_model, "base_signature": base_signature(model.get_base_model())}
+        versions = {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
+        meta = {**header, "versions": versions, **(dict(meta) if meta else {})}
+        (partial / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return Path(path)
 
 
 def _adapted_layers(model) -> list[str]:

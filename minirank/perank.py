@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -346,21 +345,15 @@ def save_perank(model, projector: Projector, path: str | Path, encoder, tokenize
     half folder; an existing non-empty ``path`` is a FileExistsError (never overwritten).
     """
     from minirank.adapters import save_lora
-    from minirank.records import refuse_existing
+    from minirank.records import new_folder
 
-    path = refuse_existing(path, "PE-Rank folder", hint="remove it yourself")
-    partial = path.with_name(path.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    save_projector(projector, partial / "projector", encoder, model, tokenizer)
-    save_lora(model, partial / "lora", base_model, "minirank.perank")
-    doc = {"format": META_FORMAT, "made_by": "minirank.perank", "minirank": __version__, "base_model": base_model,
-           "encoder": str(encoder.name), "encoder_dim": int(encoder.dim), **(dict(meta) if meta else {})}
-    (partial / PERANK_FILE).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    if path.exists():
-        path.rmdir()  # an empty folder, checked above
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial.rename(path)
-    return path
+    with new_folder(path, "PE-Rank folder") as partial:
+        save_projector(projector, partial / "projector", encoder, model, tokenizer)
+        save_lora(model, partial / "lora", base_model, "minirank.perank")
+        doc = {"format": META_FORMAT, "made_by": "minirank.perank", "minirank": __version__, "base_model": base_model,
+               "encoder": str(encoder.name), "encoder_dim": int(encoder.dim), **(dict(meta) if meta else {})}
+        (partial / PERANK_FILE).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    return Path(path)
 
 
 def read_perank_meta(path: str | Path) -> dict:

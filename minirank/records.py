@@ -14,12 +14,14 @@ program in minirank writes its records through this module:
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import math
 import os
 import platform
-from collections.abc import Mapping
+import shutil
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -48,6 +50,21 @@ def refuse_existing(path: str | os.PathLike, what: str = "result file", *, force
         raise FileExistsError(f"{what} {path} {state}; minirank never overwrites what a run made: "
                               f"choose another path or {hint}")
     return path
+
+
+@contextlib.contextmanager
+def new_folder(path: str | os.PathLike, what: str = "folder", hint: str = "remove it yourself") -> Iterator[Path]:
+    """Write a folder whole: refused like :func:`refuse_existing` before any work, then the block writes into
+    ``path.partial`` (yielded, empty), which is renamed to ``path`` only when the block ends without an error, so
+    a crash never leaves a half-written folder under the real name."""
+    path = refuse_existing(path, what, hint=hint)
+    partial = path.with_name(path.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)  # a crashed earlier attempt's leftovers, never the real folder
+    partial.mkdir(parents=True)
+    yield partial
+    if path.exists():
+        path.rmdir()  # an empty folder, checked above
+    partial.rename(path)
 
 
 def _plain(value):
