@@ -22,22 +22,21 @@ module only to learn whether the shipped adapter adds its row ``first-lora``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import shutil
 import time
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
 
 from minirank import prompts as P
 from minirank.adapters import (META_FILE, SHIPPED_ADAPTER, base_signature, load_adapter, lora_config, quiet_peft,  # noqa: F401
                                read_adapter_meta, save_adapter)
 from minirank.data import BENCH_DIR
 from minirank.forward import context_length  # noqa: F401  (used by the notebook and bench)
+from minirank.harness import quiet, stop_after, trainer_args
 from minirank.objective import (OBJECTIVES, PROTOCOLS, first_targets, first_token_scores,  # noqa: F401  (the loss
                                 forward_logits, joint_loss, lm_loss, rank_loss, ranking_term)  # lives there)
 from minirank.records import claim_folder, refuse_existing
@@ -57,39 +56,30 @@ STORED_CURVE = BENCH_DIR / "first-lora-training-cpu.json"
 # ====================================================================== 1. the trainer (the loss: minirank.objective)
 
 def _trainer_class():
-    from trl import SFTTrainer
+    from minirank.harness import loss_trainer_class
 
-    class FirstTrainer(SFTTrainer):
-        """``trl``'s ``SFTTrainer`` whose loss is FIRST's eq. 3 (:func:`joint_loss`): the harness (data order,
-        optimizer, schedule, LoRA through ``peft_config``, NEFTune, checkpoints and resume) is the library's; only
-        ``compute_loss`` is the chapter's, because eq. 2 reads the identifier logits at one position that
-        SFTTrainer's token-level loss does not know about.
+    return _first_trainer(loss_trainer_class())
 
-        The loss is a per-batch mean, so the Trainer divides it by the gradient-accumulation steps
-        (``loss_is_scaled_for_ga = False``). The LM and ranking parts are logged as ``loss_lm`` and
-        ``loss_rank`` (``loss_lm`` is logged even when the objective leaves it out).
+
+@functools.cache
+def _first_trainer(base):
+    class FirstTrainer(base):
+        """``trl``'s ``SFTTrainer`` whose loss is FIRST's eq. 3 (:func:`joint_loss`), through the harness chapters 5
+        and 8 share (:func:`minirank.harness.loss_trainer_class`): data order, optimizer, schedule, LoRA through
+        ``peft_config``, NEFTune, checkpoints and resume are the library's; only the loss is the chapter's, because
+        eq. 2 reads the identifier logits at one position that SFTTrainer's token-level loss does not know about.
+
+        The LM and ranking parts are logged as ``loss_lm`` and ``loss_rank`` (``loss_lm`` is logged even when the
+        objective leaves it out).
         """
 
         def __init__(self, *args, objective: str = "joint", lam: float = 10.0, pair_reduction: str = "mean",
                      protocol: str = "first", **kwargs):
             super().__init__(*args, **kwargs)
             self.objective, self.lam, self.pair_reduction, self.protocol = objective, lam, pair_reduction, protocol
-            self.loss_is_scaled_for_ga = False
-            self._parts: dict[str, list[float]] = defaultdict(list)
 
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            loss, parts = joint_loss(model, inputs, self.objective, self.lam, self.pair_reduction, self.protocol)
-            if model.training:
-                for key, value in parts.items():
-                    self._parts[key].append(value)
-            return (loss, parts) if return_outputs else loss
-
-        def log(self, logs, *args, **kwargs):
-            for key, values in self._parts.items():
-                if values:
-                    logs[key] = round(sum(values) / len(values), 6)
-            self._parts.clear()
-            super().log(logs, *args, **kwargs)
+        def chapter_loss(self, model, inputs):
+            return joint_loss(model, inputs, self.objective, self.lam, self.pair_reduction, self.protocol)
 
     return FirstTrainer
 
@@ -215,9 +205,6 @@ def train(examples, config: TrainConfig | None = None, adapter_dir: str | Path |
       training starts.
     * ``callbacks``: more ``transformers.TrainerCallback`` objects (a recipe's dev evaluation, for instance).
     """
-    from transformers import PrinterCallback, TrainerCallback
-    from trl import SFTConfig
-
     from minirank.models import cache_dir, load
 
     config = config or TrainConfig()
@@ -240,7 +227,6 @@ def train(examples, config: TrainConfig | None = None, adapter_dir: str | Path |
             raise ValueError(f"query {qid!r}: example of {len(ids)} tokens is longer than "
                              f"the model's context of {limit}; rebuild the examples with a smaller window "
                              f"or max_passage_tokens")
-    dev, dtype = next(model.parameters()).device, model.dtype  # as loaded: minirank.models chose them
     digest = data_hash(dataset)
     signature = base_signature(model)
     run = {"id": run_id(config, digest, signature), "config": config.to_dict(), "data_hash": digest,
@@ -257,41 +243,26 @@ def train(examples, config: TrainConfig | None = None, adapter_dir: str | Path |
         rows = load_from_disk(saved_data)
 
     quiet_peft()
-    args = SFTConfig(
-        output_dir=str(folder), per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum, learning_rate=config.learning_rate,
-        num_train_epochs=config.epochs, max_steps=config.max_steps, warmup_steps=config.warmup_ratio,  # a float < 1: a fraction of all steps
-        weight_decay=config.weight_decay, lr_scheduler_type=config.lr_scheduler,
-        logging_steps=config.logging_steps, save_strategy="steps", save_steps=config.save_steps,
-        save_total_limit=2, seed=config.seed, data_seed=config.seed, report_to="none",
-        bf16=dtype == torch.bfloat16 and dev.type == "cuda", fp16=dtype == torch.float16 and dev.type == "cuda",
-        use_cpu=dev.type == "cpu", remove_unused_columns=False, label_names=["labels"],
-        neftune_noise_alpha=config.neftune_alpha, activation_checkpointing=config.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
-        dataloader_num_workers=0, disable_tqdm=not verbose, max_grad_norm=1.0,
-        # The rows are tokenized already, by make_example, exactly as the reranker's prompt is at inference (the
-        # rank position must be the prompt's last token, which SFTTrainer's joint tokenization of prompt +
-        # completion cannot promise); the labels there already mask the prompt (the assistant-only loss: SmolLM2's
-        # chat template has no {% generation %} markers for trl to compute it from). Nothing is cut: a window
-        # longer than the context was refused above.
-        dataset_kwargs={"skip_prepare_dataset": True}, max_length=None)
-
-    class _Interrupt(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if stop_after_steps is not None and state.global_step >= stop_after_steps:
-                control.should_save = True
-                control.should_training_stop = True
-            return control
+    # The rows are tokenized already, by make_example, exactly as the reranker's prompt is at inference (the rank
+    # position must be the prompt's last token, which SFTTrainer's joint tokenization of prompt + completion cannot
+    # promise); the labels there already mask the prompt (the assistant-only loss: SmolLM2's chat template has no
+    # {% generation %} markers for trl to compute it from). Nothing is cut: a window longer than the context was
+    # refused above.
+    args = trainer_args(folder, model, learning_rate=config.learning_rate, batch_size=config.batch_size,
+                        grad_accum=config.grad_accum, epochs=config.epochs, max_steps=config.max_steps,
+                        warmup=config.warmup_ratio,  # a float < 1: a fraction of all steps
+                        weight_decay=config.weight_decay, scheduler=config.lr_scheduler,
+                        logging_steps=config.logging_steps, save_steps=config.save_steps, seed=config.seed,
+                        neftune_alpha=config.neftune_alpha, gradient_checkpointing=config.gradient_checkpointing,
+                        verbose=verbose)
 
     pad = P.pad_token_id(tokenizer)
     trainer = _trainer_class()(
         model=model, args=args, train_dataset=rows, processing_class=tokenizer,
         peft_config=lora_config(config),  # SFTTrainer seeds (config.seed), then draws LoRA's A matrices
-        data_collator=lambda rows: collate(rows, pad), callbacks=[_Interrupt(), *callbacks],
+        data_collator=lambda rows: collate(rows, pad), callbacks=[stop_after(stop_after_steps), *callbacks],
         objective=config.objective, lam=config.lam, pair_reduction=config.pair_reduction, protocol=config.protocol)
-    peft_model = trainer.model
-    if not verbose:
-        trainer.remove_callback(PrinterCallback)  # the Trainer prints every log line; the history keeps them
+    peft_model = quiet(trainer, verbose).model
     start = time.perf_counter()
     checkpoint = last_checkpoint(folder) if resume else None
     if verbose and checkpoint is not None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minirank train first-lora", description=__doc__.split("\n\n")[0])
@@ -59,60 +58,18 @@ def _check(args) -> None:
         raise ValueError(f"--queries must be a positive integer, got {args.queries}")
 
 
-class DevCurve:
-    """A ``TrainerCallback`` that reranks the dev split with the adapter being trained and keeps the best state.
+def dev_scorer(collection, candidates, tokenizer, window: int, passage_tokens: int):
+    """``score(model)``: the dev nDCG@10 of FIRST (the model being trained) on ``candidates``."""
+    from minirank import evaluate
+    from minirank.first import FirstReranker
 
-    ``points``: one ``{"step", "windows_seen", "epochs", "ndcg@10"}`` per evaluation (step 0 is the untrained
-    base model, i.e. zero-shot FIRST). ``best``: the LoRA tensors of the best step so far (copied, on the CPU).
-    """
-
-    def __init__(self, collection, candidates, tokenizer, every: int, window: int, passage_tokens: int,
-                 examples: int, echo=print):
-        from transformers import TrainerCallback
-
-        self.collection, self.candidates, self.tokenizer = collection, candidates, tokenizer
-        self.every, self.window, self.passage_tokens, self.examples = every, window, passage_tokens, examples
-        self.points: list[dict] = []
-        self.best_state, self.best_step, self.best_score, self.echo = None, None, None, echo
-        outer = self
-
-        class _Callback(TrainerCallback):
-            def on_train_begin(self, args, state, control, model=None, **kwargs):
-                if state.global_step == 0:
-                    outer.evaluate(model, 0)
-
-            def on_step_end(self, args, state, control, model=None, **kwargs):
-                if state.global_step % outer.every == 0 or state.global_step >= state.max_steps:
-                    outer.evaluate(model, state.global_step)
-
-        self.callback = _Callback()
-
-    def ndcg(self, model) -> float:
-        from minirank import evaluate
-        from minirank.first import FirstReranker
-
-        was_training = model.training
-        model.eval()
-        try:
-            reranker = FirstReranker(model, self.tokenizer, window=self.window, max_passage_tokens=self.passage_tokens)
-            run = reranker.rerank(self.collection.queries, self.candidates, self.collection.passages)
-        finally:
-            model.train(was_training)
-        per_query = evaluate.evaluate(run, self.collection.qrels, ["ndcg@10"],
-                                      relevance_level=self.collection.relevance_level)
+    def score(model) -> float:
+        reranker = FirstReranker(model, tokenizer, window=window, max_passage_tokens=passage_tokens)
+        run = reranker.rerank(collection.queries, candidates, collection.passages)
+        per_query = evaluate.evaluate(run, collection.qrels, ["ndcg@10"], relevance_level=collection.relevance_level)
         return evaluate.mean(per_query, "ndcg@10")
 
-    def evaluate(self, model, step: int) -> None:
-        from minirank.adapters import lora_state
-
-        if any(p["step"] == step for p in self.points):
-            return
-        score = self.ndcg(model)
-        self.points.append({"step": step, "windows_seen": step, "epochs": round(step / self.examples, 3),
-                            "ndcg@10": round(score, 4)})
-        if step > 0 and (self.best_step is None or score > self.best_score):  # the earliest of equals
-            self.best_state, self.best_step, self.best_score = lora_state(model), step, score
-        self.echo(f"  step {step:>4}: dev nDCG@10 {score:.4f}" + ("  (best so far)" if self.best_step == step else ""))
+    return score
 
 
 def train_main(argv: list[str] | None = None) -> int:
@@ -123,6 +80,7 @@ def train_main(argv: list[str] | None = None) -> int:
     from minirank.first import FirstReranker
     from minirank.models import DEFAULT_MODEL, load
     from minirank.records import machine, refuse_existing, write_json
+    from minirank.recipes.devcurve import DevCurve
     from minirank.rerank import Cascade
     from minirank import train as T
 
@@ -149,16 +107,15 @@ def train_main(argv: list[str] | None = None) -> int:
     dev_candidates = bm25.search(dev.queries, k=args.depth)
     dev_bm25 = evaluate.mean(evaluate.evaluate(dev_candidates, dev.qrels, ["ndcg@10"],
                                                relevance_level=dev.relevance_level), "ndcg@10")
-    curve = DevCurve(dev, dev_candidates, tokenizer, args.eval_every, args.window, args.passage_tokens, len(dataset))
+    curve = DevCurve(dev_scorer(dev, dev_candidates, tokenizer, args.window, args.passage_tokens), args.eval_every,
+                     len(dataset))
     print(f"minirank train first-lora: {len(dataset)} windows from {len(qids)} training queries, "
           f"{args.steps} steps; dev nDCG@10 every {args.eval_every} steps")
     result = T.train(dataset, config, model=model, tokenizer=tokenizer, callbacks=[curve.callback])
     if not result.finished:
         raise RuntimeError("training stopped before its last step; run the same command again to resume")
     peft_model = result.model
-    from peft import set_peft_model_state_dict
-
-    set_peft_model_state_dict(peft_model, curve.best_state)  # the dev-chosen step, not the last one
+    curve.restore_best(peft_model)  # the dev-chosen step, not the last one
     peft_model.eval()
 
     test = splits["test"]
