@@ -11,7 +11,8 @@ import sys
 BENCHMARKS = {"latency": "minirank.bench.latency", "finetune": "minirank.bench.finetune"}
 
 #: `minirank train NAME ...`: the recipes that made what data/adapters ships (each module owns its options).
-RECIPES: dict[str, str] = {"first-lora": "minirank.recipes.first_lora", "pe-rank": "minirank.recipes.perank"}
+RECIPES: dict[str, str] = {"first-lora": "minirank.recipes.first_lora", "pe-rank": "minirank.recipes.perank",
+                           "query-likelihood": "minirank.recipes.query_likelihood"}
 
 #: The two program groups that hand their options on: command -> (table, what one entry is called, its entry point).
 PROGRAMS = {"bench": (BENCHMARKS, "benchmark", "bench_main"), "train": (RECIPES, "recipe", "train_main")}

@@ -86,6 +86,19 @@ def _query_likelihood(ctx: Context):
     return QueryLikelihoodReranker(*ctx.llm)
 
 
+def _ql_two_stage(ctx: Context):
+    """Query likelihood with the two-stage adapters shipped in data/adapters (chapter 8: continual pre-training, then
+    fine-tuning; ``minirank train query-likelihood`` made them), on a fresh copy of their base model, reading the
+    passage cut they were trained with."""
+    from minirank import tsarank
+    from minirank.pointwise import QueryLikelihoodReranker
+
+    model, tokenizer, meta = tsarank.load_tsarank(tsarank.SHIPPED_TSARANK)
+    reranker = QueryLikelihoodReranker(model, tokenizer, max_passage_tokens=meta["passage_tokens"])
+    reranker.name = "ql-two-stage"
+    return reranker
+
+
 def _feedback(ctx: Context):
     """Dense retrieval moved by both teachers of FIRST §4.4 (query likelihood's scores, then FIRST's
     order) on the dense top ``depth``, then dense retrieval again (chapter 9)."""
@@ -120,7 +133,8 @@ RERANKERS: dict[str, Callable[[Context], object]] = {
     "first": _first,                          # chapter 3
     "first-lora": _first_lora,                # chapter 5
     "pe-rank": _perank,                       # chapter 7
-    "query-likelihood": _query_likelihood,    # chapter 8
+    "query-likelihood": _query_likelihood,    # chapter 8, zero-shot
+    "ql-two-stage": _ql_two_stage,            # chapter 8, the shipped two-stage adapters
 }
 
 #: Every row of the demo, in order: retrievers as they are, rerankers on BM25's top ``depth``.

@@ -10,6 +10,7 @@ import pytest
 
 from minirank import latency as L
 from minirank import train as T
+from minirank import tsarank as TS
 from minirank.data import BENCH_DIR
 from minirank.evaluate import format_table
 
@@ -19,12 +20,17 @@ ROOT = Path(__file__).resolve().parent.parent
 STORED = [(T.STORED_ABLATION, "05_lora_finetuning.md", lambda result: result["rows"]),
           (T.STORED_CURVE, "05_lora_finetuning.md", lambda result: result["test"]["rows"]),
           (BENCH_DIR / "finetune-measure-cpu.json", "05_lora_finetuning.md", lambda result: result["rows"]),
-          (L.STORED_CPU_BENCH, "06_latency.md", L.headline_rows)]
+          (L.STORED_CPU_BENCH, "06_latency.md", L.headline_rows),
+          (TS.STORED_RECORD, "08_query_likelihood.md",
+           lambda result: [{k: v for k, v in row.items() if k != "seconds"} for row in result["test"]["rows"]]),
+          (TS.STORED_RECORD, "08_query_likelihood.md",
+           lambda result: [{"step": p["step"], "groups seen": p["windows_seen"], "dev ndcg@10": p["ndcg@10"]}
+                           for p in result["dev"]["curve"]])]
 
 
 @pytest.mark.parametrize("bench, lesson, rows", STORED,
                          ids=["ablation", "first-lora-curve", "finetune-measure-cpu",
-                              "latency-cpu"])
+                              "latency-cpu", "ql-two-stage-test", "ql-two-stage-dev-curve"])
 def test_lesson_quotes_the_stored_benchmark_table(bench, lesson, rows):
     stored = json.loads(bench.read_text(encoding="utf-8"))
     table = format_table(rows(stored), markdown=True)

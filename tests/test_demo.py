@@ -96,3 +96,31 @@ def test_demo_pe_rank_row_is_the_shipped_folder_loaded_by_load_perank(tiny_colle
     rows = {r["method"]: r for r in result["rows"]}
     assert list(rows) == ["bm25", "pe-rank"] and 0.0 <= rows["pe-rank"]["ndcg@10"] <= 1.0
     assert rows["pe-rank"]["windows"] >= 1  # the folder's reranker ran on BM25's candidates
+
+
+def test_demo_ql_two_stage_row_is_the_shipped_folder(tiny_collection, tmp_path, monkeypatch, tok):
+    """The ql-two-stage row reranks BM25's candidates with the folder at SHIPPED_TSARANK, loaded by load_tsarank
+    (here a tiny folder made by the recipe's own steps: a stage-one LoRA saved, merged, a stage-two LoRA on top)."""
+    from minirank import tsarank as T
+    from minirank.adapters import save_lora
+    from minirank.models import tiny_model
+
+    pairs = [("Bread rises.", "The yeast in the dough makes gas, so the loaf grows in the oven.")]
+    base = tiny_model(len(tok), seed=6, num_hidden_layers=2)
+    stage1 = T.continual_pretraining(base, tok, pairs, steps=1, batch_size=1, top_layers=1, lora_r=2, merge=False)
+    cpt = save_lora(stage1.model, tmp_path / "cpt", "tiny", "test")
+    group = T.Group("bread", pairs[0][1], ("Stock markets rose.",))
+    stage2 = T.supervised_fine_tuning(stage1.model.merge_and_unload(), tok, [group], steps=1, top_layers=1, lora_r=2)
+    folder = T.save_tsarank(cpt, stage2.model, tmp_path / "ql", "tiny", {"passage_tokens": 8})
+    real, asked = T.load_tsarank, []
+
+    def load_tiny(path, **kwargs):
+        asked.append(path)
+        return real(path, model=tiny_model(len(tok), seed=6, num_hidden_layers=2), tokenizer=tok)
+
+    monkeypatch.setattr(T, "SHIPPED_TSARANK", folder)
+    monkeypatch.setattr(T, "load_tsarank", load_tiny)
+    result = run_demo(methods=["bm25", "ql-two-stage"], depth=4, collection=tiny_collection, echo=lambda s: None)
+    assert asked == [folder]
+    rows = {r["method"]: r for r in result["rows"]}
+    assert list(rows) == ["bm25", "ql-two-stage"] and 0.0 <= rows["ql-two-stage"]["ndcg@10"] <= 1.0

@@ -48,3 +48,36 @@ def test_first_lora_recipe_chooses_the_step_on_dev_and_records_what_made_it(tiny
 def test_first_lora_recipe_refuses_bad_options(capsys):
     assert cli.main(["train", "first-lora", "--out", "x", "--steps", "0"]) == 2
     assert "--steps must be a positive integer" in capsys.readouterr().err
+
+
+def test_query_likelihood_recipe_ships_both_stages_and_chooses_on_dev(tiny_load, tmp_path, capsys):
+    from minirank import tsarank as T
+    from minirank.pointwise import QueryLikelihoodReranker
+
+    out, record_file = tmp_path / "ql", tmp_path / "ql.json"
+    argv = ["train", "query-likelihood", "--out", str(out), "--json", str(record_file), "--sft-steps", "2",
+            "--eval-every", "1", "--limit-pairs", "8", "--limit-groups", "3", "--top-layers", "1", "--depth", "5",
+            "--passage-tokens", "8"]
+    assert cli.main(argv) == 0
+    record = json.loads(record_file.read_text())
+    assert record["stage1"]["steps"] == 2 and len(record["stage1"]["loss"]) == 2  # 8 pairs at batch 4, one pass
+    assert [p["step"] for p in record["dev"]["curve"]] == [0, 1, 2]  # step 0: after stage one
+    trained = [p for p in record["dev"]["curve"] if p["step"] > 0]
+    best = max(p["ndcg@10"] for p in trained)
+    assert record["chosen_step"] == min(p["step"] for p in trained if p["ndcg@10"] == best)
+    assert {"bm25", "query-likelihood", "ql-two-stage", "ql-two-stage - bm25"} <= set(record["test"])
+    assert record["command"].startswith("minirank train query-likelihood")
+    meta = T.read_tsarank_meta(out)
+    assert meta["chosen_step"] == record["chosen_step"] and (out / "cpt").is_dir() and (out / "sft").is_dir()
+    model, tok, _ = T.load_tsarank(out)  # through the monkeypatched load: a fresh tiny model
+    scores = QueryLikelihoodReranker(model, tok, max_passage_tokens=8).score_pairs([("a query", "a passage")])
+    assert len(scores) == 1
+    capsys.readouterr()
+    assert cli.main(argv) == 2 and "exists" in capsys.readouterr().err  # never overwritten
+    with pytest.raises(FileNotFoundError, match="two-stage"):
+        T.load_tsarank(tmp_path)
+
+
+def test_query_likelihood_recipe_refuses_bad_options(capsys):
+    assert cli.main(["train", "query-likelihood", "--out", "x", "--sft-steps", "0"]) == 2
+    assert "--sft-steps must be a positive integer" in capsys.readouterr().err

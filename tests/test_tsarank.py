@@ -59,9 +59,39 @@ def test_cpt_loss_is_the_query_and_eos_likelihood(tok):
 
 def test_continual_pretraining_lowers_its_loss(tok):
     model = tiny_model(len(tok), seed=2, num_hidden_layers=3)
-    history = T.continual_pretraining(model, tok, PAIRS, steps=8, batch_size=2, lr=3e-3, top_layers=2)
+    stage = T.continual_pretraining(model, tok, PAIRS, steps=8, batch_size=2, lr=3e-3, top_layers=2)
+    history = [h["loss"] for h in stage.history]
     assert len(history) == 8 and history[-1] < history[0]
-    assert not model.training
+    assert stage.model is model and not model.training
+    assert stage.trainable == sum(p.numel() for b in T.decoder_layers(model)[1:] for p in b.parameters())
+
+
+def test_continual_pretraining_with_lora_merges_into_the_model(tok):
+    model = tiny_model(len(tok), seed=2, num_hidden_layers=3)
+    bottom = T.decoder_layers(model)[0].self_attn.q_proj.weight.detach().clone()
+    top = T.decoder_layers(model)[2].self_attn.q_proj.weight.detach().clone()
+    before = float(T.cpt_loss(model, tok, PAIRS).detach())
+    stage = T.continual_pretraining(model, tok, PAIRS, steps=8, batch_size=2, lr=1e-2, top_layers=2, lora_r=4)
+    assert stage.model is model and not hasattr(model, "peft_config")  # merged: a plain model again
+    assert torch.equal(T.decoder_layers(model)[0].self_attn.q_proj.weight, bottom)  # below the top blocks: untouched
+    assert not torch.equal(T.decoder_layers(model)[2].self_attn.q_proj.weight, top)
+    assert float(T.cpt_loss(model, tok, PAIRS).detach()) < before
+    assert stage.trainable < sum(p.numel() for b in T.decoder_layers(model)[1:] for p in b.parameters()) / 4
+
+
+def test_training_sets_are_datasets_with_the_cut_counted(tok):
+    cpt = T.cpt_dataset(PAIRS, tok, max_passage_tokens=5)
+    assert cpt.column_names == ["query", "document", "prompt_ids", "query_ids", "passage"]
+    assert list(cpt["passage"]) == ["cut", "cut"] and cpt[0]["query_ids"][-1] == tok.eos_token_id
+    assert cpt[0]["query_ids"] == Q.query_token_ids(tok, PAIRS[0][0], eos=True)
+    group = T.Group("bread rises", PAIRS[0][1], (PAIRS[1][1], "Stock markets rose."))
+    sft = T.sft_dataset([group], tok, max_passage_tokens=None)
+    assert sft[0]["passage"] == ["whole"] * 3 and len(sft[0]["prompt_ids"]) == 3
+    assert sft[0]["query_ids"] == Q.query_token_ids(tok, "bread rises")
+    with pytest.raises(ValueError, match="at least one"):
+        T.cpt_dataset([], tok)
+    with pytest.raises(ValueError, match="tokenises to no tokens"):
+        T.cpt_dataset([("   ", "a document")], tok)
 
 
 def test_sft_terms_match_the_paper_and_switch_off(tok):
@@ -89,9 +119,27 @@ def test_supervised_fine_tuning_raises_the_positive(tok):
     model = tiny_model(len(tok), seed=5, num_hidden_layers=3)
     group = T.Group("bread rises", PAIRS[0][1], (PAIRS[1][1], "Stock markets rose after the decision."))
     before = Q.QueryLikelihoodReranker(model, tok).score_pairs([(group.query, c) for c in group.candidates])
-    history = T.supervised_fine_tuning(model, tok, [group], steps=6, lr=3e-3, top_layers=2,
-                                       config=T.SFTConfig(tau=1.0))
+    stage = T.supervised_fine_tuning(model, tok, [group], steps=6, lr=3e-3, top_layers=2, config=T.SFTConfig(tau=1.0))
+    history = stage.history
     after = Q.QueryLikelihoodReranker(model, tok).score_pairs([(group.query, c) for c in group.candidates])
-    assert len(history) == 6 and history[-1]["total"] < history[0]["total"]
+    assert len(history) == 6 and history[-1]["loss"] < history[0]["loss"]
     assert history[0]["dp"] == pytest.approx(0.0, abs=1e-6) and history[-1]["dp"] > 0
     assert after[0] - max(after[1:]) > before[0] - max(before[1:])
+
+
+def test_lora_fine_tuning_uses_the_adapter_free_model_as_its_reference(tok):
+    model = tiny_model(len(tok), seed=5, num_hidden_layers=3)
+    group = T.Group("bread rises", PAIRS[0][1], (PAIRS[1][1], "Stock markets rose after the decision."))
+    before = Q.QueryLikelihoodReranker(model, tok).score_pairs([(group.query, c) for c in group.candidates])
+    stage = T.supervised_fine_tuning(model, tok, [group], steps=6, lr=1e-2, top_layers=2, lora_r=4,
+                                     config=T.SFTConfig(tau=1.0))
+    tuned = stage.model
+    assert hasattr(tuned, "disable_adapter") and not tuned.training
+    assert stage.history[0]["dp"] == pytest.approx(0.0, abs=1e-6) and stage.history[-1]["dp"] > 0
+    after = Q.QueryLikelihoodReranker(tuned, tok).score_pairs([(group.query, c) for c in group.candidates])
+    assert after[0] - max(after[1:]) > before[0] - max(before[1:])
+    with tuned.disable_adapter():  # the reference: the model as it was before stage two
+        again = Q.QueryLikelihoodReranker(tuned, tok).score_pairs([(group.query, c) for c in group.candidates])
+    assert again == pytest.approx(before, abs=1e-5)
+    with pytest.raises(TypeError, match="peft model"):
+        T.sft_losses(tiny_model(len(tok)), T.BASE, tok, group)
