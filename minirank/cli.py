@@ -48,7 +48,7 @@ def _positive_int(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from minirank.demo import METHODS, RERANKERS
+    from minirank.demo import METHODS, OPTIONAL, RERANKERS
 
     parser = argparse.ArgumentParser(prog="minirank", description="LLM reranking, built to be read.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -57,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
                           description="First-stage retrieval and every reranker built so far on the course "
                                       "collection, compared in one table.")
     demo.add_argument("--split", default="test", choices=["train", "dev", "test"])
-    demo.add_argument("--methods", help=f"comma-separated subset of: {','.join(METHODS)} (default: all)")
+    demo.add_argument("--methods", help=f"comma-separated subset of: {','.join(METHODS)} (default: all but "
+                                        f"{','.join(OPTIONAL)})")
     demo.add_argument("--model", default=None, help="LLM for the rerankers: the default, a local path or a HF id")
     demo.add_argument("--depth", type=_positive_int, default=20, help="how many BM25 candidates the rerankers rerank")
     demo.add_argument("--json", dest="json_path", help="also write the numbers to this JSON file")

@@ -124,3 +124,11 @@ def test_demo_ql_two_stage_row_is_the_shipped_folder(tiny_collection, tmp_path, 
     assert asked == [folder]
     rows = {r["method"]: r for r in result["rows"]}
     assert list(rows) == ["bm25", "ql-two-stage"] and 0.0 <= rows["ql-two-stage"]["ndcg@10"] <= 1.0
+
+
+def test_demo_default_rows_leave_out_only_the_optional_ones():
+    from minirank import demo
+
+    assert demo.default_methods() == [m for m in demo.METHODS if m not in demo.OPTIONAL]
+    assert "query-likelihood" not in demo.default_methods() and "query-likelihood" in demo.METHODS
+    assert {"ql-two-stage", "feedback", "pe-rank", "first-lora"} <= set(demo.default_methods())
