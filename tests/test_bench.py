@@ -38,6 +38,9 @@ def test_bench_json_has_the_required_keys_on_a_tiny_model(tmp_path, tok):
     assert {(r["batch"], r["method"]) for r in result["throughput"]} >= {(2, "first"), (2, "generate_static"),
                                                                           (2, "perank")}
     assert result["command"].startswith("minirank bench latency")
+    # query likelihood (chapter 8) on the same windows' candidates, paired with FIRST round by round
+    assert result["query_likelihood_over_first"] > 0
+    assert all(w["ql_tokens_processed"] > w["m"] for w in result["windows"])
     # PE-Rank on the same windows, with a random projector on the random-weight model: exact token counts
     from minirank import perank as PR
 
@@ -108,16 +111,21 @@ def test_ablation_rows_report_terms_intervals_and_exact_p_values():
     assert by["listnet"]["95% CI"] == "[-0.009, +0.009]"
 
 
-def test_stored_ablation_table_is_what_the_code_makes_of_its_per_query_scores(monkeypatch):
-    """The stored rows (quoted by lesson 5.8, see test_book) recomputed from the stored per-query nDCG@10. The exact
-    p-values enumerate 2^20 sign patterns (minutes); here they are Monte Carlo estimates, compared within 0.03."""
+@pytest.mark.parametrize("which", ["first", "uniform"])
+def test_stored_ablation_table_is_what_the_code_makes_of_its_per_query_scores(monkeypatch, which):
+    """The stored rows (quoted by lesson 5.8, see test_book) recomputed from the stored per-query nDCG@10, for both
+    stored protocols. The exact p-values enumerate 2^20 sign patterns (minutes); here they are Monte Carlo
+    estimates, compared within 0.03."""
     from minirank import evaluate as E
-    from minirank.train import STORED_ABLATION
+    from minirank.train import STORED_ABLATION, STORED_ABLATION_UNIFORM
 
     exact = E.paired_difference
     monkeypatch.setattr(E, "paired_difference", lambda a, b: exact(a, b, exact_up_to=0, resamples=4000))
-    stored = json.loads(STORED_ABLATION.read_text(encoding="utf-8"))
-    assert stored["protocol"] == "uniform" and "protocol" not in stored["config"]  # run before protocols existed
+    stored = json.loads((STORED_ABLATION if which == "first" else STORED_ABLATION_UNIFORM).read_text(encoding="utf-8"))
+    if which == "uniform":
+        assert stored["protocol"] == "uniform" and "protocol" not in stored["config"]  # run before protocols existed
+    else:
+        assert stored["config"]["protocol"] == "first" and stored["seeds"] == [0, 1, 2]
     again = BF.stored_ablation_rows(stored)
     assert [r["method"] for r in again] == [r["method"] for r in stored["rows"]]
     for mine, kept in zip(again, stored["rows"]):

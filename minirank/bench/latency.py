@@ -31,14 +31,16 @@ from minirank.device import synchronize
 from minirank.latency import (Clock, CostModel, Timing, answer_tokens, decode_bytes_per_step, format_seconds,
                               headline_rows, interleaved, interleaved_groups, measure_bandwidth, paired_ratios)
 from minirank.models import CONFIGS, build_random_model, parameter_count
+from minirank.pointwise import QueryLikelihoodReranker, prompt_ids, query_token_ids
 from minirank.forward import last_logits_kwargs, positions
 from minirank.records import machine, refuse_existing, write_json
 
 #: Methods timed on every window, in this order within a round (the order rotates round by round).
-METHODS = ("prefill", "first", "generate", "generate_static", "perank")
+METHODS = ("prefill", "first", "generate", "generate_static", "perank", "query-likelihood")
 LABELS = {"prefill": "prefill-only forward (FIRST's floor)", "first": "FIRST (one forward, identifier logits)",
           "generate": "generate, default dynamic cache", "generate_static": "generate, static cache (fair baseline)",
-          "perank": "PE-Rank (one vector per passage, m constrained steps, encoding included)"}
+          "perank": "PE-Rank (one vector per passage, m constrained steps, encoding included)",
+          "query-likelihood": "query likelihood (chapter 8: one sequence per passage, all of a window's in one batch)"}
 #: What the PE-Rank row runs with, said in the output and the JSON.
 PERANK_PROJECTOR = "random weights (seed 0): PE-Rank always decodes exactly m steps, so its time does not depend on them"
 
@@ -131,8 +133,15 @@ def _window_fns(model, tokenizer, reranker, prompts: list[str], sizes: list[int]
     def pe_rank():
         return perank.order_windows(loop_windows)
 
+    pairs = [(w.query, text) for w in windows for text in w.texts]
+    ql = QueryLikelihoodReranker(model, tokenizer, max_passage_tokens=reranker.max_passage_tokens,
+                                 batch_size=max(1, len(pairs)))
+
+    def query_likelihood():
+        return ql.score_pairs(pairs)
+
     table = {"prefill": prefill, "first": first, "generate": generate(gen_default),
-             "generate_static": generate(gen_static), "perank": pe_rank}
+             "generate_static": generate(gen_static), "perank": pe_rank, "query-likelihood": query_likelihood}
     return {name: table[name] for name in methods}
 
 
@@ -263,6 +272,9 @@ def run_bench(model=None, tokenizer=None, *, model_name: str | None = None, conf
             for name in ("generate", "generate_static", "first"):
                 if name in t:
                     rec[f"{name}_over_perank"] = paired_ratios(t[name], t["perank"]).median
+        if "query-likelihood" in t:
+            rec["ql_tokens_processed"] = ql_tokens(tokenizer, [w], reranker.max_passage_tokens)
+            rec["query-likelihood_over_first"] = paired_ratios(t["query-likelihood"], t["first"]).median
         rec["_t"] = t
         records.append(rec)
         echo(f"  window {w.qid} [{w.start}:{w.end}] m={w.size}: P={w.tokens}, G={g}: " + ", ".join(
@@ -282,7 +294,7 @@ def run_bench(model=None, tokenizer=None, *, model_name: str | None = None, conf
     # per query: the windows of its sliding-window rerank, summed round by round
     per_query = []
     ratios: dict[str, list[float]] = {"first_over_prefill": [], "generate": [], "generate_static": [],
-                                      "fair_over_perank": [], "perank_over_first": []}
+                                      "fair_over_perank": [], "perank_over_first": [], "ql_over_first": []}
     fair = "generate_static" if "generate_static" in methods else ("generate" if "generate" in methods else None)
     for qid in qids:
         recs = [by_key[(qid, s, e)] for s, e in schedules[qid]]
@@ -301,8 +313,14 @@ def run_bench(model=None, tokenizer=None, *, model_name: str | None = None, conf
             ratios["perank_over_first"] += [a / b for a, b in zip(totals["perank"], totals["first"])]
             if fair:
                 ratios["fair_over_perank"] += [a / b for a, b in zip(totals[fair], totals["perank"])]
+        if "query-likelihood" in totals:
+            entry["ql_tokens_processed"] = sum(r["ql_tokens_processed"] for r in recs)
+            ratios["ql_over_first"] += [a / b for a, b in zip(totals["query-likelihood"], totals["first"])]
         per_query.append(entry)
     result["per_query"] = per_query
+    if ratios["ql_over_first"]:  # chapter 8: pointwise against listwise on the same candidates, paired by round
+        result["query_likelihood_over_first"] = statistics.median(ratios["ql_over_first"])
+        result["query_likelihood_over_first_spread"] = Timing(tuple(ratios["ql_over_first"])).as_dict()
 
     def summary(values):
         return Timing(tuple(values)).as_dict() if values else None
@@ -370,6 +388,15 @@ def _perank_reranker(model, tokenizer, window: int, batch_size: int):
                              batch_size=batch_size)
 
 
+def ql_tokens(tokenizer, windows: Sequence[Window], max_passage_tokens) -> int:
+    """Tokens query likelihood reads for ``windows``: every passage's prompt and the query's ids (chapter 8)."""
+    total = 0
+    for w in windows:
+        q = query_token_ids(tokenizer, w.query)
+        total += sum(len(prompt_ids(tokenizer, text, len(q), max_passage_tokens)[0]) + len(q) for text in w.texts)
+    return total
+
+
 def perank_tokens(perank, windows: Sequence[Window]) -> int:
     """Tokens PE-Rank's prompts of ``windows`` hold (each passage one token), counted as the reranker counts them."""
     return sum(int(P.encode(perank.tokenizer, [prompt])[1].sum()) for prompt in perank.prompts_of([w.listwise() for w in windows]))
@@ -434,7 +461,8 @@ def _throughput(model, tokenizer, reranker, headline, windows, batch, repeats, w
         if b == 1:
             for name in methods:
                 med = statistics.median([r["seconds"][name]["median_s"] for r in headline])
-                key = "perank_tokens_processed" if name == "perank" else "tokens_processed"
+                key = {"perank": "perank_tokens_processed", "query-likelihood": "ql_tokens_processed"}.get(
+                    name, "tokens_processed")
                 rows.append({"batch": 1, "method": name, "windows_per_s": 1 / med, "seconds_per_batch": med,
                              "tokens_processed": statistics.median([r[key] for r in headline])})
             continue
@@ -446,11 +474,14 @@ def _throughput(model, tokenizer, reranker, headline, windows, batch, repeats, w
         t = interleaved(fns, repeats=repeats, warmup=max(1, warmup), sync=sync, clock=clock)
         for name in t:
             pe = name == "perank"
+            tokens = (perank_tokens(perank, chosen) if pe else
+                      ql_tokens(tokenizer, chosen, reranker.max_passage_tokens) if name == "query-likelihood" else
+                      sum(w.tokens for w in chosen))
             rows.append({"batch": b, "method": name, "windows_per_s": b / t[name].median,
                          "seconds_per_batch": t[name].median, "timing": t[name].as_dict(),
-                         "tokens_processed": perank_tokens(perank, chosen) if pe else sum(w.tokens for w in chosen),
+                         "tokens_processed": tokens,
                          "tokens_generated": sum(w.size for w in chosen) if pe else
-                         0 if name in ("prefill", "first") else g * b})
+                         0 if name in ("prefill", "first", "query-likelihood") else g * b})
         echo(f"  batch {b}: " + ", ".join(f"{name} {b / t[name].median:.2f} windows/s" for name in t))
     return rows
 
