@@ -46,12 +46,40 @@ from minirank.trainset import (DATASET_FOLDER, EXAMPLE_COLUMNS, Window, as_datas
 
 quiet_peft()  # at import, so notebooks that call peft themselves (notebook 05) get the quiet that train() has
 
-#: The stored output of ``minirank bench finetune --seeds 0,1,2 --json ...`` (lesson 5.8, notebook 05).
-STORED_ABLATION = BENCH_DIR / "finetune-ablation-cpu.json"
+#: The stored ablation under FIRST's protocol, the default: ``minirank bench finetune --protocol first --seeds 0,1,2
+#: --json ...`` (lesson 5.8, notebook 05).
+STORED_ABLATION = BENCH_DIR / "finetune-ablation-first-cpu.json"
+#: The same six objectives under the ``uniform`` protocol (lambda = 10 on every ranking loss, targets from the grades),
+#: run before the protocols existed and kept as the named alternative (lesson 5.8 reads both).
+STORED_ABLATION_UNIFORM = BENCH_DIR / "finetune-ablation-cpu.json"
 
 #: The shipped adapter's dev curve and test comparison, written by ``minirank train first-lora --json ...``
 #: (notebook 05 plots it, lesson 5.7 reads it).
 STORED_CURVE = BENCH_DIR / "first-lora-training-cpu.json"
+
+#: The same recipe on the first 10 and 20 training queries (``--queries N``): with :data:`STORED_CURVE` (all 40), the
+#: learning curve against the number of training queries (:func:`queries_curve`).
+STORED_QUERIES_CURVES = [BENCH_DIR / f"first-lora-queries-{n}-cpu.json" for n in (10, 20)]
+
+
+def queries_curve(paths: Sequence[str | Path] = ()) -> list[dict]:
+    """One row per stored run of ``minirank train first-lora`` (default: :data:`STORED_QUERIES_CURVES` that exist,
+    then :data:`STORED_CURVE`), fewest training queries first: the training queries and windows, the chosen step,
+    dev nDCG@10 at step 0 (zero-shot) and at the chosen step, test nDCG@10 and the paired difference with BM25
+    (95% interval, exact sign-flip p). Lesson 5.7 quotes it; notebook 05 plots it."""
+    paths = list(paths) or [p for p in STORED_QUERIES_CURVES if Path(p).exists()] + [STORED_CURVE]
+    rows = []
+    for path in paths:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+        dev = {p["step"]: p["ndcg@10"] for p in record["dev_curve"]}
+        paired = record["test"]["first-lora - bm25"]
+        rows.append({"training queries": record["training_queries"], "windows": record["windows"],
+                     "steps": record["steps"], "chosen step": record["chosen_step"], "dev zero-shot": dev[0],
+                     "dev chosen": dev[record["chosen_step"]], "test ndcg@10": record["test"]["first-lora"],
+                     "vs bm25": f"{paired['mean_diff']:+.3f}",
+                     "95% CI": f"[{paired['ci_low']:+.3f}, {paired['ci_high']:+.3f}]", "p": paired["p"]})
+    return sorted(rows, key=lambda row: row["training queries"])
+
 
 # ====================================================================== 1. the trainer (the loss: minirank.objective)
 

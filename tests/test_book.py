@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 STORED = [(T.STORED_ABLATION, "05_lora_finetuning.md", lambda result: result["rows"]),
+          (T.STORED_ABLATION_UNIFORM, "05_lora_finetuning.md", lambda result: result["rows"]),
           (T.STORED_CURVE, "05_lora_finetuning.md", lambda result: result["test"]["rows"]),
           (BENCH_DIR / "finetune-measure-cpu.json", "05_lora_finetuning.md", lambda result: result["rows"]),
           (L.STORED_CPU_BENCH, "06_latency.md", L.headline_rows),
@@ -29,7 +30,7 @@ STORED = [(T.STORED_ABLATION, "05_lora_finetuning.md", lambda result: result["ro
 
 
 @pytest.mark.parametrize("bench, lesson, rows", STORED,
-                         ids=["ablation", "first-lora-curve", "finetune-measure-cpu",
+                         ids=["ablation-first", "ablation-uniform", "first-lora-curve", "finetune-measure-cpu",
                               "latency-cpu", "ql-two-stage-test", "ql-two-stage-dev-curve"])
 def test_lesson_quotes_the_stored_benchmark_table(bench, lesson, rows):
     stored = json.loads(bench.read_text(encoding="utf-8"))
