@@ -146,9 +146,12 @@ METHODS: dict[str, Callable[[Context], object]] = {
 
 
 #: Rows that ``minirank demo`` leaves out unless asked (``--methods``), to keep the default run under its budget of
-#: 8 minutes on a 2-core CPU: zero-shot query likelihood (about a minute there) is chapter 8's baseline, and
+#: 8 minutes on a 2-core CPU. ``listwise-gen`` (chapter 2's generated permutation) is the slowest row there and the
+#: most variable (2 to 3.5 minutes, its decode steps are memory-bound), and on the default model every one of its
+#: answers needs repair, so it returns BM25's order: chapter 3's ``first`` row, one forward pass a window, is the
+#: listwise row of the default run. Zero-shot ``query-likelihood`` (about a minute) is chapter 8's baseline;
 #: ``ql-two-stage``, the same scorer with the shipped adapters, is the chapter's row (lesson 8.7 compares the two).
-OPTIONAL = ("query-likelihood",)
+OPTIONAL = ("listwise-gen", "query-likelihood")
 
 
 def available_methods() -> list[str]:

@@ -131,4 +131,5 @@ def test_demo_default_rows_leave_out_only_the_optional_ones():
 
     assert demo.default_methods() == [m for m in demo.METHODS if m not in demo.OPTIONAL]
     assert "query-likelihood" not in demo.default_methods() and "query-likelihood" in demo.METHODS
+    assert "listwise-gen" not in demo.default_methods() and "first" in demo.default_methods()
     assert {"ql-two-stage", "feedback", "pe-rank", "first-lora"} <= set(demo.default_methods())
