@@ -53,9 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minirank", description="LLM reranking, built to be read.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="first-stage retrieval and every reranker on the course collection",
-                          description="First-stage retrieval and every reranker built so far on the course "
-                                      "collection, compared in one table.")
+    demo = sub.add_parser("demo", help="first-stage retrieval and the rerankers on the course collection",
+                          description="First-stage retrieval and the chapters' rerankers on the course collection, "
+                                      "compared in one table (two slow baselines run only when --methods names them).")
     demo.add_argument("--split", default="test", choices=["train", "dev", "test"])
     demo.add_argument("--methods", help=f"comma-separated subset of: {','.join(METHODS)} (default: all but "
                                         f"{','.join(OPTIONAL)})")

@@ -1,6 +1,6 @@
 """``minirank demo``: the book's main job on the embedded defaults, as one table.
 
-First-stage retrieval (BM25, dense) on the course collection's test split, then every reranker the
+First-stage retrieval (BM25, dense) on the course collection's test split, then the rerankers the
 chapters have built so far, each reranking the same BM25 candidates, compared by
 :func:`minirank.evaluate.experiment`. Each row: nDCG@10, Recall@20, wall-clock seconds (the search,
 or the reranking of the shared candidates, without building indexes or loading models) and the

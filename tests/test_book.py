@@ -21,6 +21,7 @@ STORED = [(T.STORED_ABLATION, "05_lora_finetuning.md", lambda result: result["ro
           (T.STORED_ABLATION_UNIFORM, "05_lora_finetuning.md", lambda result: result["rows"]),
           (T.STORED_CURVE, "05_lora_finetuning.md", lambda result: result["test"]["rows"]),
           (BENCH_DIR / "finetune-measure-cpu.json", "05_lora_finetuning.md", lambda result: result["rows"]),
+          (T.STORED_CURVE, "05_lora_finetuning.md", lambda result: T.queries_curve()),
           (L.STORED_CPU_BENCH, "06_latency.md", L.headline_rows),
           (TS.STORED_RECORD, "08_query_likelihood.md",
            lambda result: [{k: v for k, v in row.items() if k != "seconds"} for row in result["test"]["rows"]]),
@@ -31,7 +32,7 @@ STORED = [(T.STORED_ABLATION, "05_lora_finetuning.md", lambda result: result["ro
 
 @pytest.mark.parametrize("bench, lesson, rows", STORED,
                          ids=["ablation-first", "ablation-uniform", "first-lora-curve", "finetune-measure-cpu",
-                              "latency-cpu", "ql-two-stage-test", "ql-two-stage-dev-curve"])
+                              "first-lora-queries", "latency-cpu", "ql-two-stage-test", "ql-two-stage-dev-curve"])
 def test_lesson_quotes_the_stored_benchmark_table(bench, lesson, rows):
     stored = json.loads(bench.read_text(encoding="utf-8"))
     table = format_table(rows(stored), markdown=True)
