@@ -190,6 +190,13 @@ class QueryLikelihoodReranker(PointwiseReranker):
         return reduce_query(token_log_probs(logits, targets, mask), mask, self.reduction).cpu().tolist()
 
 
+def prompt_tokens(tokenizer, query: str, passages: Sequence[str],
+                  max_passage_tokens: int | None = P.DEFAULT_MAX_PASSAGE_TOKENS) -> int:
+    """Tokens query likelihood reads for ``query`` over ``passages``: every prompt and the query's ids."""
+    q = query_token_ids(tokenizer, query)
+    return sum(len(prompt_ids(tokenizer, p, len(q), max_passage_tokens)[0]) + len(q) for p in passages)
+
+
 def cost_per_query(tokenizer, query: str, passages: Sequence[str], window: int = 20, stride: int = 10,
                    max_passage_tokens: int | None = P.DEFAULT_MAX_PASSAGE_TOKENS, batch_size: int = 16) -> list[dict]:
     """What reranking ``passages`` for ``query`` costs each kind of reranker, counted from the real
@@ -201,8 +208,7 @@ def cost_per_query(tokenizer, query: str, passages: Sequence[str], window: int =
     """
     if not passages:
         raise ValueError("cost_per_query needs at least one passage")
-    q = query_token_ids(tokenizer, query)
-    ql_tokens = sum(len(prompt_ids(tokenizer, p, len(q), max_passage_tokens)[0]) + len(q) for p in passages)
+    ql_tokens = prompt_tokens(tokenizer, query, passages, max_passage_tokens)
     schedule = window_schedule(len(passages), window, stride) or [(0, len(passages))]
     listwise_tokens = sum(len(P.encode(tokenizer, [P.build_prompt(query, passages[s:e], tokenizer,
                                                                   max_passage_tokens=max_passage_tokens)])[0][0])

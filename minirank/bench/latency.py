@@ -31,7 +31,7 @@ from minirank.device import synchronize
 from minirank.latency import (Clock, CostModel, Timing, answer_tokens, decode_bytes_per_step, format_seconds,
                               headline_rows, interleaved, interleaved_groups, measure_bandwidth, paired_ratios)
 from minirank.models import CONFIGS, build_random_model, parameter_count
-from minirank.pointwise import QueryLikelihoodReranker, prompt_ids, query_token_ids
+from minirank.pointwise import QueryLikelihoodReranker, prompt_tokens
 from minirank.forward import last_logits_kwargs, positions
 from minirank.records import machine, refuse_existing, write_json
 
@@ -136,10 +136,7 @@ def _window_fns(model, tokenizer, reranker, prompts: list[str], sizes: list[int]
     pairs = [(w.query, text) for w in windows for text in w.texts]
     ql = QueryLikelihoodReranker(model, tokenizer, max_passage_tokens=reranker.max_passage_tokens,
                                  batch_size=max(1, len(pairs)))
-
-    def query_likelihood():
-        return ql.score_pairs(pairs)
-
+    query_likelihood = lambda: ql.score_pairs(pairs)  # noqa: E731
     table = {"prefill": prefill, "first": first, "generate": generate(gen_default),
              "generate_static": generate(gen_static), "perank": pe_rank, "query-likelihood": query_likelihood}
     return {name: table[name] for name in methods}
@@ -273,8 +270,7 @@ def run_bench(model=None, tokenizer=None, *, model_name: str | None = None, conf
                 if name in t:
                     rec[f"{name}_over_perank"] = paired_ratios(t[name], t["perank"]).median
         if "query-likelihood" in t:
-            rec["ql_tokens_processed"] = ql_tokens(tokenizer, [w], reranker.max_passage_tokens)
-            rec["query-likelihood_over_first"] = paired_ratios(t["query-likelihood"], t["first"]).median
+            rec["ql_tokens_processed"] = prompt_tokens(tokenizer, w.query, w.texts, reranker.max_passage_tokens)
         rec["_t"] = t
         records.append(rec)
         echo(f"  window {w.qid} [{w.start}:{w.end}] m={w.size}: P={w.tokens}, G={g}: " + ", ".join(
@@ -313,14 +309,12 @@ def run_bench(model=None, tokenizer=None, *, model_name: str | None = None, conf
             ratios["perank_over_first"] += [a / b for a, b in zip(totals["perank"], totals["first"])]
             if fair:
                 ratios["fair_over_perank"] += [a / b for a, b in zip(totals[fair], totals["perank"])]
-        if "query-likelihood" in totals:
-            entry["ql_tokens_processed"] = sum(r["ql_tokens_processed"] for r in recs)
+        if "query-likelihood" in totals:  # chapter 8: pointwise against listwise on the same candidates, by round
             ratios["ql_over_first"] += [a / b for a, b in zip(totals["query-likelihood"], totals["first"])]
         per_query.append(entry)
     result["per_query"] = per_query
-    if ratios["ql_over_first"]:  # chapter 8: pointwise against listwise on the same candidates, paired by round
+    if ratios["ql_over_first"]:
         result["query_likelihood_over_first"] = statistics.median(ratios["ql_over_first"])
-        result["query_likelihood_over_first_spread"] = Timing(tuple(ratios["ql_over_first"])).as_dict()
 
     def summary(values):
         return Timing(tuple(values)).as_dict() if values else None
@@ -386,15 +380,6 @@ def _perank_reranker(model, tokenizer, window: int, batch_size: int):
     encoder = PR.PassageEncoder(device=next(model.parameters()).device)
     return PR.PERankReranker(model, tokenizer, encoder, PR.new_projector(encoder, model, seed=0), window=window,
                              batch_size=batch_size)
-
-
-def ql_tokens(tokenizer, windows: Sequence[Window], max_passage_tokens) -> int:
-    """Tokens query likelihood reads for ``windows``: every passage's prompt and the query's ids (chapter 8)."""
-    total = 0
-    for w in windows:
-        q = query_token_ids(tokenizer, w.query)
-        total += sum(len(prompt_ids(tokenizer, text, len(q), max_passage_tokens)[0]) + len(q) for text in w.texts)
-    return total
 
 
 def perank_tokens(perank, windows: Sequence[Window]) -> int:
@@ -474,12 +459,11 @@ def _throughput(model, tokenizer, reranker, headline, windows, batch, repeats, w
         t = interleaved(fns, repeats=repeats, warmup=max(1, warmup), sync=sync, clock=clock)
         for name in t:
             pe = name == "perank"
-            tokens = (perank_tokens(perank, chosen) if pe else
-                      ql_tokens(tokenizer, chosen, reranker.max_passage_tokens) if name == "query-likelihood" else
-                      sum(w.tokens for w in chosen))
             rows.append({"batch": b, "method": name, "windows_per_s": b / t[name].median,
                          "seconds_per_batch": t[name].median, "timing": t[name].as_dict(),
-                         "tokens_processed": tokens,
+                         "tokens_processed": perank_tokens(perank, chosen) if pe else sum(
+                             prompt_tokens(tokenizer, w.query, w.texts, reranker.max_passage_tokens) if name ==
+                             "query-likelihood" else w.tokens for w in chosen),
                          "tokens_generated": sum(w.size for w in chosen) if pe else
                          0 if name in ("prefill", "first", "query-likelihood") else g * b})
         echo(f"  batch {b}: " + ", ".join(f"{name} {b / t[name].median:.2f} windows/s" for name in t))
