@@ -154,6 +154,25 @@ METHODS: dict[str, Callable[[Context], object]] = {
 OPTIONAL = ("listwise-gen", "query-likelihood")
 
 
+#: Rows made from shipped trained artefacts, and the lesson section that shows their training curves.
+TRAINED = {"first-lora": "lesson 5.7", "pe-rank": "lesson 7.11", "ql-two-stage": "lesson 8.7"}
+
+
+def trained_row_notes(rows: Sequence[dict], baseline: str = "bm25") -> list[str]:
+    """One line per trained row (:data:`TRAINED`) that is not shown to beat ``baseline`` (paired p >= 0.05, or a
+    difference that is not positive): the table must not read as if the training had worked."""
+    notes = []
+    for row in rows:
+        lesson, diff = TRAINED.get(row["method"]), row.get(f"vs {baseline}")
+        if lesson is None or diff in (None, ""):
+            continue
+        if float(diff) <= 0 or row.get("p", 1.0) >= 0.05:
+            verdict = "is below" if float(diff) < 0 and row.get("p", 1.0) < 0.05 else "is not shown to beat"
+            notes.append(f"{row['method']}: a shipped trained model that {verdict} {baseline} on this split; "
+                         f"{lesson} shows its training curve and what limits it at this scale.")
+    return notes
+
+
 def available_methods() -> list[str]:
     return list(METHODS)
 
@@ -200,6 +219,9 @@ def run_demo(split: str = "test", methods: Sequence[str] | None = None, model: s
     if baseline:
         echo(f"vs bm25: the mean paired difference in nDCG@10 over the {len(collection.qrels)} queries, its 95% "
              f"interval and the exact sign-flip p-value; an interval that spans 0 shows no difference, not equality.")
+    if baseline:
+        for line in trained_row_notes(rows, baseline):
+            echo(line)
     if json_path is not None:
         write_json(json_path, out, force=force)
         echo(f"wrote {json_path}")

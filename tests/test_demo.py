@@ -133,3 +133,14 @@ def test_demo_default_rows_leave_out_only_the_optional_ones():
     assert "query-likelihood" not in demo.default_methods() and "query-likelihood" in demo.METHODS
     assert "listwise-gen" not in demo.default_methods() and "first" in demo.default_methods()
     assert {"ql-two-stage", "feedback", "pe-rank", "first-lora"} <= set(demo.default_methods())
+
+
+def test_demo_says_under_the_table_when_a_trained_row_does_not_beat_bm25():
+    from minirank.demo import trained_row_notes
+
+    rows = [{"method": "bm25"}, {"method": "first-lora", "vs bm25": "+0.010", "p": 0.39},
+            {"method": "pe-rank", "vs bm25": "-0.417", "p": 0.0001}, {"method": "ql-two-stage", "vs bm25": "+0.099", "p": 0.0001},
+            {"method": "first", "vs bm25": "-0.054", "p": 0.003}]
+    notes = trained_row_notes(rows)
+    assert len(notes) == 2 and "first-lora" in notes[0] and "not shown to beat" in notes[0] and "5.7" in notes[0]
+    assert "pe-rank" in notes[1] and "is below" in notes[1]
