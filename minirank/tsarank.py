@@ -186,7 +186,7 @@ BASE = "base"
 
 def _reference_logits(model, reference, rows, pad_id: int) -> torch.Tensor:
     with torch.no_grad():
-        if reference is BASE or reference == BASE:
+        if isinstance(reference, str) and reference == BASE:
             if not hasattr(model, "disable_adapter"):
                 raise TypeError("reference='base' needs a peft model (LoRA): its adapter is switched off for the "
                                 "reference pass")

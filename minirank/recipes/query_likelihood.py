@@ -116,15 +116,13 @@ def train_main(argv: list[str] | None = None) -> int:
                          f"{args.cpt_batch}; the folder ships both stages, so stage one needs at least one step")
     dev_candidates = bm25.search(dev.queries, k=args.depth)
 
-    def dev_ndcg(m) -> float:
-        ql = QueryLikelihoodReranker(m, tokenizer, max_passage_tokens=cut)
-        per_query = evaluate.evaluate(ql.rerank(dev.queries, dev_candidates, dev.passages), dev.qrels, ["ndcg@10"],
-                                      relevance_level=dev.relevance_level)
-        return evaluate.mean(per_query, "ndcg@10")
-
-    def mean_ndcg(run) -> float:
+    def mean_ndcg(run) -> float:  # dev nDCG@10 of a run
         return evaluate.mean(evaluate.evaluate(run, dev.qrels, ["ndcg@10"], relevance_level=dev.relevance_level),
                              "ndcg@10")
+
+    def dev_ndcg(m) -> float:  # ... of query likelihood with the model being trained
+        return mean_ndcg(QueryLikelihoodReranker(m, tokenizer, max_passage_tokens=cut).rerank(
+            dev.queries, dev_candidates, dev.passages))
 
     seconds["load"] = time.perf_counter() - started
     print(f"minirank train query-likelihood: {base_name}; stage 1 on {len(pairs)} weak pairs ({cpt_steps} steps of "
